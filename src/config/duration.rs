@@ -1,0 +1,46 @@
+//! Parses config durations: an integer with a unit, `250ms`, `15s`, `10m`, `1h`.
+
+use std::time::Duration;
+
+/// Parses `text` as a duration, or says what is wrong with it.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let expected = || {
+        format!(
+            "invalid duration `{text}`: expected a number with a unit (ms, s, m, h), e.g. `15s`"
+        )
+    };
+    let n: u64 = number.parse().map_err(|_| expected())?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(expected()),
+    };
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_unit() {
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn rejects_missing_or_unknown_units() {
+        for bad in ["15", "s", "", "1.5s", "10 min", "-1s", "5d"] {
+            assert!(parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+}

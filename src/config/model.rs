@@ -1,0 +1,124 @@
+//! The validated configuration the proxy runs on.
+//!
+//! Everything here has been checked by [`super::validate`]: addresses parse, durations are
+//! durations, every route names an upstream that exists (by index), names are unique.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pingora_core::server::configuration::ServerConf;
+
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from, for messages.
+    pub source: PathBuf,
+    /// SHA-256 of the file's bytes, hex; the `sha256` label of `ssegate_config_info`.
+    pub sha256: String,
+    /// Pingora's own server settings.
+    pub server: ServerConf,
+    pub listeners: Vec<Listener>,
+    pub metrics_address: SocketAddr,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub peers: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub health_check: Option<HealthCheck>,
+    pub connect_timeout: Duration,
+    /// Per-read timeout for non-streaming responses (and the response header of streams).
+    pub read_timeout: Duration,
+    /// `Some(sni)` to speak TLS to the peers.
+    pub tls: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    Random,
+    /// Hash of the client address, so a client keeps its peer while the peer set is stable.
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// `Some(path)`: an HTTP GET that must answer 200; `None`: a TCP connect.
+    pub http_path: Option<String>,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    /// Upper-case method names; `None` matches any method.
+    pub methods: Option<Vec<String>>,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// `Some` on routes marked `sse`.
+    pub sse: Option<SsePolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lower-case host name.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: matches one or more labels in front of it.
+    Wildcard(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    /// A prefix matched on segment boundaries; stored without a trailing `/` (except `/` itself).
+    Prefix(String),
+}
+
+/// The `sse:` options of a marked route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SsePolicy {
+    pub heartbeat: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub max_streams: Option<u64>,
+}
+
+impl Config {
+    /// The one-line summary `-t` prints for a valid file.
+    pub fn summary(&self) -> String {
+        let streams = self.routes.iter().filter(|r| r.sse.is_some()).count();
+        let listeners: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| match l.tls {
+                Some(_) => format!("{} (tls)", l.address),
+                None => l.address.to_string(),
+            })
+            .collect();
+        format!(
+            "{}: ok: {} routes ({} sse), {} upstreams, listeners {}, metrics {}",
+            self.source.display(),
+            self.routes.len(),
+            streams,
+            self.upstreams.len(),
+            listeners.join(", "),
+            self.metrics_address
+        )
+    }
+}

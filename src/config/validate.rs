@@ -1,0 +1,484 @@
+//! Turns the file format into the validated model, collecting every problem with its position.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pingora_core::server::configuration::ServerConf;
+use sha2::{Digest, Sha256};
+
+use super::file::{ConfigFile, ListenerFile, RouteFile, SseFile, UpstreamFile};
+use super::locate::{Locator, Position};
+use super::model::{
+    Balance, Config, HealthCheck, HostMatch, Listener, ListenerTls, PathMatch, Route, SsePolicy,
+    Upstream,
+};
+use super::{duration, Problem};
+
+const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9464";
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Pingora's own defaults put these in `/tmp/pingora*`; ssegate's name them after itself so two
+/// different Pingora programs on one host do not collide.
+const DEFAULT_PID_FILE: &str = "/tmp/ssegate.pid";
+const DEFAULT_UPGRADE_SOCK: &str = "/tmp/ssegate_upgrade.sock";
+
+/// Validates the config text in `bytes`; `path` is only used for relative TLS file paths.
+pub fn validate(path: &Path, bytes: &[u8]) -> Result<Config, Vec<Problem>> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| vec![problem(None, "", format!("config is not valid UTF-8: {e}"))])?;
+    if is_blank(text) {
+        return Err(vec![problem(
+            None,
+            "",
+            "config is empty: it needs at least `listeners`, `upstreams` and `routes`",
+        )]);
+    }
+    let file: ConfigFile = serde_yaml::from_str(text).map_err(|e| vec![serde_problem(&e)])?;
+    let mut v = Validator {
+        locator: Locator::new(text),
+        problems: Vec::new(),
+        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let server = v.server_conf(file.pingora);
+    let listeners = v.listeners(&file.listeners);
+    let metrics_address = match &file.metrics {
+        Some(m) => v.socket_addr("metrics.address", &m.address),
+        None => DEFAULT_METRICS_ADDRESS.parse().ok(),
+    };
+    let upstreams = v.upstreams(&file.upstreams);
+    let routes = v.routes(&file.routes, &upstreams);
+    match (v.problems.is_empty(), server, metrics_address) {
+        (true, Some(server), Some(metrics_address)) => Ok(Config {
+            source: path.to_path_buf(),
+            sha256: hex_sha256(bytes),
+            server,
+            listeners,
+            metrics_address,
+            upstreams,
+            routes,
+        }),
+        _ => Err(v.problems),
+    }
+}
+
+fn is_blank(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#') || l == "---")
+}
+
+fn problem(position: Option<Position>, path: &str, message: impl Into<String>) -> Problem {
+    Problem {
+        position,
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+/// serde_yaml's message already names the path; drop its trailing " at line L column C" since
+/// the position is printed in front.
+fn serde_problem(e: &serde_yaml::Error) -> Problem {
+    let text = e.to_string();
+    let message = match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    };
+    let position = e.location().map(|l| Position {
+        line: l.line(),
+        column: l.column(),
+    });
+    problem(position, "", message)
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+struct Validator {
+    locator: Locator,
+    problems: Vec<Problem>,
+    base_dir: PathBuf,
+}
+
+impl Validator {
+    /// Reports a problem with the value at `path`.
+    fn at_value(&mut self, path: &str, message: impl Into<String>) {
+        let position = self.locator.nearest(path);
+        self.problems.push(problem(position, path, message));
+    }
+
+    /// Reports a problem with the key of the entry at `path` (e.g. an unknown key).
+    fn at_key(&mut self, path: &str, message: impl Into<String>) {
+        let position = self.locator.key(path).or(self.locator.nearest(path));
+        self.problems.push(problem(position, path, message));
+    }
+
+    fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
+        match text.map(duration::parse) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(message)) => {
+                self.at_value(path, message);
+                default
+            }
+        }
+    }
+
+    fn optional_duration(&mut self, path: &str, text: Option<&str>) -> Option<Duration> {
+        match duration::parse(text?) {
+            Ok(d) if d.is_zero() => {
+                self.at_value(path, "must be greater than zero");
+                None
+            }
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.at_value(path, message);
+                None
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        match text.trim().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.at_value(
+                    path,
+                    format!("invalid address `{text}`: expected IP:PORT, e.g. `127.0.0.1:8080`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A peer may be `IP:PORT` or `HOST:PORT`; host names are resolved once, here.
+    fn peer_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        if let Ok(addr) = text.trim().parse() {
+            return Some(addr);
+        }
+        let well_formed = text
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        let resolved = well_formed
+            .then(|| text.to_socket_addrs().ok()?.next())
+            .flatten();
+        if resolved.is_none() {
+            let message = if well_formed {
+                format!("peer `{text}` does not resolve to an address")
+            } else {
+                format!("invalid peer address `{text}`: expected IP:PORT or HOST:PORT")
+            };
+            self.at_value(path, message);
+        }
+        resolved
+    }
+
+    fn server_conf(&mut self, section: Option<serde_yaml::Value>) -> Option<ServerConf> {
+        let mut section = match section {
+            None | Some(serde_yaml::Value::Null) => serde_yaml::Mapping::new(),
+            Some(serde_yaml::Value::Mapping(m)) => m,
+            Some(_) => {
+                self.at_value("pingora", "must be a map of Pingora server settings");
+                return None;
+            }
+        };
+        // Pingora ignores keys it does not know, so a misspelt `grace_period_secs` would pass
+        // silently; check them against the fields ServerConf itself serializes.
+        let known = serde_yaml::to_value(ServerConf::default()).ok();
+        let known = known.as_ref().and_then(|v| v.as_mapping());
+        for key in section.keys() {
+            let name = key.as_str().unwrap_or("?");
+            if !known.is_some_and(|k| k.contains_key(key)) {
+                self.at_key(
+                    &format!("pingora.{name}"),
+                    format!("unknown Pingora server setting `{name}`"),
+                );
+            }
+        }
+        for (key, default) in [
+            ("pid_file", DEFAULT_PID_FILE),
+            ("upgrade_sock", DEFAULT_UPGRADE_SOCK),
+        ] {
+            section.entry(key.into()).or_insert_with(|| default.into());
+        }
+        let conf = serde_yaml::from_value::<ServerConf>(serde_yaml::Value::Mapping(section))
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.validate().map_err(|e| e.to_string()));
+        match conf {
+            Ok(conf) => Some(conf),
+            Err(message) => {
+                self.at_value("pingora", message);
+                None
+            }
+        }
+    }
+
+    fn listeners(&mut self, listeners: &[ListenerFile]) -> Vec<Listener> {
+        if listeners.is_empty() {
+            self.at_value("listeners", "at least one listener is required");
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (i, l) in listeners.iter().enumerate() {
+            let path = format!("listeners[{i}].address");
+            let Some(address) = self.socket_addr(&path, &l.address) else {
+                continue;
+            };
+            if !seen.insert(address) {
+                self.at_value(&path, format!("address {address} is listed twice"));
+            }
+            let tls = l.tls.as_ref().map(|t| ListenerTls {
+                cert: self.base_dir.join(&t.cert),
+                key: self.base_dir.join(&t.key),
+            });
+            out.push(Listener { address, tls });
+        }
+        out
+    }
+
+    fn upstreams(&mut self, upstreams: &BTreeMap<String, UpstreamFile>) -> Vec<Upstream> {
+        if upstreams.is_empty() {
+            self.at_value("upstreams", "at least one upstream is required");
+        }
+        upstreams
+            .iter()
+            .map(|(name, u)| self.upstream(name, u))
+            .collect()
+    }
+
+    fn upstream(&mut self, name: &str, u: &UpstreamFile) -> Upstream {
+        let base = format!("upstreams.{name}");
+        if u.peers.is_empty() {
+            self.at_value(&format!("{base}.peers"), "at least one peer is required");
+        }
+        let peers = u
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| self.peer_addr(&format!("{base}.peers[{i}]"), p))
+            .collect();
+        let balance = match u.balance.as_deref() {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("random") => Balance::Random,
+            Some("consistent_hash") => Balance::ConsistentHash,
+            Some(other) => {
+                self.at_value(
+                    &format!("{base}.balance"),
+                    format!("unknown balance `{other}`: expected round_robin, random or consistent_hash"),
+                );
+                Balance::RoundRobin
+            }
+        };
+        let health_check = u.health_check.as_ref().map(|hc| {
+            if let Some(p) = hc.path.as_deref().filter(|p| !p.starts_with('/')) {
+                self.at_value(
+                    &format!("{base}.health_check.path"),
+                    format!("health check path `{p}` must start with `/`"),
+                );
+            }
+            HealthCheck {
+                http_path: hc.path.clone(),
+                interval: self
+                    .optional_duration(
+                        &format!("{base}.health_check.interval"),
+                        hc.interval.as_deref(),
+                    )
+                    .unwrap_or(DEFAULT_HEALTH_CHECK_INTERVAL),
+            }
+        });
+        let connect_timeout = self.duration(
+            &format!("{base}.connect_timeout"),
+            u.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        );
+        let read_timeout = self.duration(
+            &format!("{base}.read_timeout"),
+            u.read_timeout.as_deref(),
+            DEFAULT_READ_TIMEOUT,
+        );
+        if u.sni.is_some() && !u.tls {
+            self.at_value(&format!("{base}.sni"), "`sni` needs `tls: true`");
+        }
+        Upstream {
+            name: name.to_string(),
+            peers,
+            balance,
+            health_check,
+            connect_timeout,
+            read_timeout,
+            tls: u.tls.then(|| u.sni.clone().unwrap_or_default()),
+        }
+    }
+
+    fn routes(&mut self, routes: &[RouteFile], upstreams: &[Upstream]) -> Vec<Route> {
+        if routes.is_empty() {
+            self.at_value("routes", "at least one route is required");
+        }
+        let mut names = HashSet::new();
+        let mut out = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            let base = format!("routes[{i}]");
+            if r.name.trim().is_empty() {
+                self.at_value(&format!("{base}.name"), "route name must not be empty");
+            } else if r.name == "unmatched" {
+                self.at_value(
+                    &format!("{base}.name"),
+                    "`unmatched` is reserved for requests that match no route",
+                );
+            } else if !names.insert(r.name.as_str()) {
+                self.at_value(
+                    &format!("{base}.name"),
+                    format!("duplicate route name `{}`", r.name),
+                );
+            }
+            let upstream = upstreams.iter().position(|u| u.name == r.upstream);
+            if upstream.is_none() {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                self.at_value(
+                    &format!("{base}.upstream"),
+                    format!(
+                        "no upstream named `{}` (defined: {})",
+                        r.upstream,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+            let host = self.host_match(&base, r.matcher.host.as_deref());
+            let path = self.path_match(&base, r);
+            let methods = self.methods(&base, r.matcher.methods.as_deref());
+            let sse = self.sse_policy(&base, r.sse.as_ref());
+            if let (Some(upstream), Some(path)) = (upstream, path) {
+                out.push(Route {
+                    name: r.name.clone(),
+                    host,
+                    path,
+                    methods,
+                    upstream,
+                    sse,
+                });
+            }
+        }
+        out
+    }
+
+    fn host_match(&mut self, base: &str, host: Option<&str>) -> Option<HostMatch> {
+        let host = host?.trim().to_ascii_lowercase();
+        let path = format!("{base}.match.host");
+        let (wildcard, name) = match host.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, host.as_str()),
+        };
+        let valid = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            self.at_value(
+                &path,
+                format!("invalid host `{host}`: expected a name like `api.example.com` or `*.example.com`"),
+            );
+            return None;
+        }
+        Some(if wildcard {
+            HostMatch::Wildcard(format!(".{name}"))
+        } else {
+            HostMatch::Exact(name.to_string())
+        })
+    }
+
+    fn path_match(&mut self, base: &str, r: &RouteFile) -> Option<PathMatch> {
+        let m = &r.matcher;
+        let (key, text, exact) = match (&m.path, &m.path_prefix) {
+            (Some(_), Some(_)) => {
+                self.at_value(
+                    &format!("{base}.match.path_prefix"),
+                    "give either `path` or `path_prefix`, not both",
+                );
+                return None;
+            }
+            (Some(p), None) => ("path", p, true),
+            (None, Some(p)) => ("path_prefix", p, false),
+            (None, None) => {
+                self.at_value(
+                    &format!("{base}.match"),
+                    "a route needs `match.path` or `match.path_prefix` (use `path_prefix: /` for all paths)",
+                );
+                return None;
+            }
+        };
+        if !text.starts_with('/') {
+            self.at_value(
+                &format!("{base}.match.{key}"),
+                format!("`{text}` must start with `/`"),
+            );
+            return None;
+        }
+        Some(if exact {
+            PathMatch::Exact(text.clone())
+        } else if text == "/" {
+            PathMatch::Prefix("/".to_string())
+        } else {
+            PathMatch::Prefix(text.trim_end_matches('/').to_string())
+        })
+    }
+
+    fn methods(&mut self, base: &str, methods: Option<&[String]>) -> Option<Vec<String>> {
+        let methods = methods?;
+        let path = format!("{base}.match.methods");
+        if methods.is_empty() {
+            self.at_value(
+                &path,
+                "an empty method list matches nothing; leave `methods` out to match any method",
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        for (i, m) in methods.iter().enumerate() {
+            let upper = m.trim().to_ascii_uppercase();
+            if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_alphabetic()) {
+                self.at_value(
+                    &format!("{path}[{i}]"),
+                    format!("invalid HTTP method `{m}`"),
+                );
+            } else {
+                out.push(upper);
+            }
+        }
+        Some(out)
+    }
+
+    fn sse_policy(&mut self, base: &str, sse: Option<&SseFile>) -> Option<SsePolicy> {
+        let options = match sse? {
+            SseFile::Enabled(false) => return None,
+            SseFile::Enabled(true) => return Some(SsePolicy::default()),
+            SseFile::Options(o) => o,
+        };
+        if options.max_streams == Some(0) {
+            self.at_value(&format!("{base}.sse.max_streams"), "must be at least 1");
+        }
+        Some(SsePolicy {
+            heartbeat: self.optional_duration(
+                &format!("{base}.sse.heartbeat"),
+                options.heartbeat.as_deref(),
+            ),
+            idle_timeout: self.optional_duration(
+                &format!("{base}.sse.idle_timeout"),
+                options.idle_timeout.as_deref(),
+            ),
+            max_streams: options.max_streams,
+        })
+    }
+}

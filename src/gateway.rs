@@ -1,0 +1,90 @@
+//! The route table the proxy serves from: validated routes joined to their upstream pools,
+//! metric handles and stream counters.
+//!
+//! A request takes one snapshot of the [`Gateway`] when it starts and keeps it to the end, so a
+//! stream keeps the route it started with even if the table is replaced.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::config::model::Route;
+use crate::config::Config;
+use crate::metrics::{RouteMetrics, UNMATCHED};
+use crate::routing::Router;
+use crate::upstreams::UpstreamPool;
+
+pub struct Gateway {
+    router: Router,
+    routes: Vec<RouteEntry>,
+    /// Metrics for requests that match no route.
+    pub unmatched: RouteMetrics,
+}
+
+/// A route with everything a request on it needs.
+pub struct RouteEntry {
+    pub config: Route,
+    pub upstream: Arc<UpstreamPool>,
+    pub metrics: RouteMetrics,
+    /// Streams open on this route, for `sse.max_streams`.
+    open_streams: Arc<AtomicU64>,
+}
+
+impl Gateway {
+    /// Joins `config`'s routes to `pools` (one per upstream, in config order).
+    pub fn new(config: &Config, pools: &[Arc<UpstreamPool>]) -> Self {
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| RouteEntry {
+                config: r.clone(),
+                upstream: pools[r.upstream].clone(),
+                metrics: RouteMetrics::new(&r.name),
+                open_streams: Arc::new(AtomicU64::new(0)),
+            })
+            .collect();
+        Gateway {
+            router: Router::new(&config.routes),
+            routes,
+            unmatched: RouteMetrics::new(UNMATCHED),
+        }
+    }
+
+    /// The route index for a request, if one matches.
+    pub fn find(&self, host: Option<&str>, path: &str, method: &str) -> Option<usize> {
+        self.router.find(host, path, method)
+    }
+
+    pub fn route(&self, index: usize) -> &RouteEntry {
+        &self.routes[index]
+    }
+}
+
+impl RouteEntry {
+    /// Takes a stream slot if the route's `max_streams` allows one more; the slot is given back
+    /// when the returned guard drops. Routes without a limit always admit.
+    pub fn admit_stream(&self) -> Option<StreamSlot> {
+        let limit = self
+            .config
+            .sse
+            .as_ref()
+            .and_then(|s| s.max_streams)
+            .unwrap_or(u64::MAX);
+        let admitted = self
+            .open_streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok();
+        admitted.then(|| StreamSlot(self.open_streams.clone()))
+    }
+}
+
+/// One admitted stream on a limited route.
+#[derive(Debug)]
+pub struct StreamSlot(Arc<AtomicU64>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

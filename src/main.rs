@@ -1,0 +1,114 @@
+//! ssegate: a reverse proxy on Pingora that streams Server-Sent Events unbuffered.
+//!
+//! `main` reads the command line and the config, then assembles the Pingora server: the proxy
+//! service on the configured listeners, the Prometheus service, and one health-check service per
+//! upstream that has a health check.
+
+mod access_log;
+mod cli;
+mod config;
+mod events;
+mod failure;
+mod gateway;
+mod metrics;
+mod proxy;
+mod responses;
+mod routing;
+mod streaming;
+mod upstreams;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use clap::Parser;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::Server;
+use pingora_proxy::http_proxy_service_with_name;
+
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::proxy::Proxy;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let config = match config::load(&cli.conf) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            let n = e.problems.len();
+            eprintln!(
+                "ssegate: {} is invalid ({n} problem{})",
+                e.file.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.test {
+        println!("{}", config.summary());
+        return ExitCode::SUCCESS;
+    }
+    warn_unimplemented(&config);
+    match build_server(&cli, config) {
+        Ok(server) => server.run_forever(),
+        Err(message) => {
+            eprintln!("ssegate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Options the config accepts whose behaviour this build does not have yet.
+fn warn_unimplemented(config: &Config) {
+    for route in &config.routes {
+        if route.sse.as_ref().is_some_and(|s| s.heartbeat.is_some()) {
+            log::warn!(
+                "route {}: sse.heartbeat is accepted but not sent by this version",
+                route.name
+            );
+        }
+    }
+}
+
+fn build_server(cli: &Cli, mut config: Config) -> Result<Server, String> {
+    let server_conf = std::mem::take(&mut config.server);
+    let mut server = Server::new_with_opt_and_conf(cli.pingora_opt(), server_conf);
+    server.bootstrap();
+
+    let (pools, health_checks) = upstreams::build(&config.upstreams);
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config, &pools)));
+    metrics::set_info(&config.sha256);
+
+    let mut proxy =
+        http_proxy_service_with_name(&server.configuration, Proxy::new(gateway), "ssegate proxy");
+    for listener in &config.listeners {
+        let address = listener.address.to_string();
+        match &listener.tls {
+            None => proxy.add_tcp(&address),
+            Some(tls) => {
+                let mut settings = TlsSettings::intermediate(
+                    &tls.cert.to_string_lossy(),
+                    &tls.key.to_string_lossy(),
+                )
+                .map_err(|e| {
+                    format!("listener {address}: cannot load TLS certificate or key: {e}")
+                })?;
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&address, None, settings);
+            }
+        }
+    }
+    let mut prometheus = pingora_prometheus::prometheus_http_service();
+    prometheus.add_tcp(&config.metrics_address.to_string());
+
+    server.add_service(proxy);
+    server.add_service(prometheus);
+    for service in health_checks {
+        server.add_boxed_service(service);
+    }
+    Ok(server)
+}

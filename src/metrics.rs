@@ -1,0 +1,284 @@
+//! Prometheus metrics (SPEC §5): definitions, and per-route handles resolved once per config.
+//!
+//! Everything is registered in the `prometheus` crate's default registry, which Pingora's
+//! Prometheus service serves at `metrics.address`. The `route` label only ever takes a configured
+//! route name or `unmatched`, so cardinality is bounded by the config, not by clients.
+//!
+//! The streaming path touches only [`RouteMetrics`]: plain handles looked up when the config is
+//! loaded, so a body chunk costs a few atomic adds and no label lookup or lock.
+
+use once_cell::sync::Lazy;
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, Histogram,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+};
+
+/// The label value for requests that matched no route.
+pub const UNMATCHED: &str = "unmatched";
+
+/// From 50 µs to 1 s (SPEC §5).
+const FLUSH_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+const REQUEST_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const FIRST_EVENT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const STREAM_DURATION_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0,
+];
+
+/// Why a stream ended: the `reason` label of `ssegate_stream_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    UpstreamEnd,
+    ClientGone,
+    IdleTimeout,
+    UpstreamError,
+    Drain,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 5] = [
+        CloseReason::UpstreamEnd,
+        CloseReason::ClientGone,
+        CloseReason::IdleTimeout,
+        CloseReason::UpstreamError,
+        CloseReason::Drain,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::UpstreamEnd => "upstream_end",
+            CloseReason::ClientGone => "client_gone",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::UpstreamError => "upstream_error",
+            CloseReason::Drain => "drain",
+        }
+    }
+}
+
+/// The `kind` label of `ssegate_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    Timeout,
+    Reset,
+    Unhealthy,
+}
+
+impl UpstreamErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Reset => "reset",
+            UpstreamErrorKind::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+struct Families {
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    streams_active: IntGaugeVec,
+    streams_total: IntCounterVec,
+    stream_events: IntCounterVec,
+    stream_bytes: IntCounterVec,
+    flush_latency: HistogramVec,
+    first_event: HistogramVec,
+    stream_duration: HistogramVec,
+    stream_closed: IntCounterVec,
+    heartbeats: IntCounterVec,
+    upstream_errors: IntCounterVec,
+    peer_healthy: IntGaugeVec,
+    build_info: IntGaugeVec,
+    config_info: IntGaugeVec,
+}
+
+/// Registration can only fail on a duplicate name, which is a bug in this file, not bad input.
+static FAMILIES: Lazy<Families> = Lazy::new(|| {
+    const BUG: &str = "metric families are registered once with distinct names";
+    Families {
+        requests: register_int_counter_vec!(
+            "ssegate_requests_total",
+            "Responses sent, by route and status code.",
+            &["route", "status"]
+        )
+        .expect(BUG),
+        request_duration: register_histogram_vec!(
+            "ssegate_request_duration_seconds",
+            "Request start to response end for non-streaming responses.",
+            &["route"],
+            REQUEST_BUCKETS.to_vec()
+        )
+        .expect(BUG),
+        streams_active: register_int_gauge_vec!(
+            "ssegate_streams_active",
+            "SSE streams open now.",
+            &["route"]
+        )
+        .expect(BUG),
+        streams_total: register_int_counter_vec!(
+            "ssegate_streams_total",
+            "SSE streams opened.",
+            &["route"]
+        )
+        .expect(BUG),
+        stream_events: register_int_counter_vec!(
+            "ssegate_stream_events_total",
+            "SSE events passed to clients, counted at event boundaries.",
+            &["route"]
+        )
+        .expect(BUG),
+        stream_bytes: register_int_counter_vec!(
+            "ssegate_stream_bytes_total",
+            "Body bytes passed to clients on SSE streams.",
+            &["route"]
+        )
+        .expect(BUG),
+        flush_latency: register_histogram_vec!(
+            "ssegate_stream_flush_latency_seconds",
+            "From a chunk's arrival from the upstream to its hand-off to the client connection.",
+            &["route"],
+            FLUSH_BUCKETS.to_vec()
+        )
+        .expect(BUG),
+        first_event: register_histogram_vec!(
+            "ssegate_stream_first_event_seconds",
+            "From request arrival to the first SSE event passed to the client.",
+            &["route"],
+            FIRST_EVENT_BUCKETS.to_vec()
+        )
+        .expect(BUG),
+        stream_duration: register_histogram_vec!(
+            "ssegate_stream_duration_seconds",
+            "How long SSE streams stayed open.",
+            &["route"],
+            STREAM_DURATION_BUCKETS.to_vec()
+        )
+        .expect(BUG),
+        stream_closed: register_int_counter_vec!(
+            "ssegate_stream_closed_total",
+            "SSE streams closed, by reason.",
+            &["route", "reason"]
+        )
+        .expect(BUG),
+        heartbeats: register_int_counter_vec!(
+            "ssegate_stream_heartbeats_total",
+            "Heartbeat comments sent on quiet SSE streams.",
+            &["route"]
+        )
+        .expect(BUG),
+        upstream_errors: register_int_counter_vec!(
+            "ssegate_upstream_errors_total",
+            "Upstream failures, by kind.",
+            &["route", "kind"]
+        )
+        .expect(BUG),
+        peer_healthy: register_int_gauge_vec!(
+            "ssegate_upstream_peer_healthy",
+            "Health of each upstream peer: 1 healthy, 0 not.",
+            &["upstream", "peer"]
+        )
+        .expect(BUG),
+        build_info: register_int_gauge_vec!(
+            "ssegate_build_info",
+            "Always 1; the version label says which build runs.",
+            &["version"]
+        )
+        .expect(BUG),
+        config_info: register_int_gauge_vec!(
+            "ssegate_config_info",
+            "1 for the config in force, by the SHA-256 of its file.",
+            &["sha256"]
+        )
+        .expect(BUG),
+    }
+});
+
+/// Handles for one route, resolved once so the per-chunk path does no label lookups.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    name: String,
+    pub streams_active: IntGauge,
+    pub streams_total: IntCounter,
+    pub events: IntCounter,
+    pub bytes: IntCounter,
+    pub flush_latency: Histogram,
+    pub first_event: Histogram,
+    pub stream_duration: Histogram,
+    pub request_duration: Histogram,
+    closed: [IntCounter; 5],
+}
+
+impl RouteMetrics {
+    /// Handles for route `name` (or [`UNMATCHED`]).
+    pub fn new(name: &str) -> Self {
+        let f = &*FAMILIES;
+        let route = [name];
+        let closed =
+            CloseReason::ALL.map(|r| f.stream_closed.with_label_values(&[name, r.as_str()]));
+        // Create the heartbeat series too, so dashboards show 0 rather than no data.
+        f.heartbeats.with_label_values(&route);
+        RouteMetrics {
+            name: name.to_string(),
+            streams_active: f.streams_active.with_label_values(&route),
+            streams_total: f.streams_total.with_label_values(&route),
+            events: f.stream_events.with_label_values(&route),
+            bytes: f.stream_bytes.with_label_values(&route),
+            flush_latency: f.flush_latency.with_label_values(&route),
+            first_event: f.first_event.with_label_values(&route),
+            stream_duration: f.stream_duration.with_label_values(&route),
+            request_duration: f.request_duration.with_label_values(&route),
+            closed,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn closed(&self, reason: CloseReason) -> &IntCounter {
+        let i = CloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        &self.closed[i]
+    }
+
+    /// Counts a response by status; once per request.
+    pub fn response(&self, status: u16) {
+        FAMILIES
+            .requests
+            .with_label_values(&[self.name.as_str(), status.to_string().as_str()])
+            .inc();
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        FAMILIES
+            .upstream_errors
+            .with_label_values(&[self.name.as_str(), kind.as_str()])
+            .inc();
+    }
+}
+
+/// Sets the health gauge of one peer.
+pub fn set_peer_healthy(upstream: &str, peer: &str, healthy: bool) {
+    FAMILIES
+        .peer_healthy
+        .with_label_values(&[upstream, peer])
+        .set(i64::from(healthy));
+}
+
+/// Publishes the build version and the config in force (only `sha256` is set to 1).
+pub fn set_info(config_sha256: &str) {
+    let f = &*FAMILIES;
+    f.build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    f.config_info.reset();
+    f.config_info.with_label_values(&[config_sha256]).set(1);
+}

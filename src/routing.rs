@@ -1,0 +1,252 @@
+//! Picks the route for a request: host, path and method matching, most specific route first.
+//!
+//! Precedence (SPEC §2): an exact `path` beats any prefix, a longer prefix beats a shorter one, a
+//! route with a host beats one without (an exact host beats a wildcard), a route with methods beats
+//! one without; remaining ties go to the route listed first. The routes are sorted once by that
+//! order when the table is built, so a lookup is the first route that matches.
+
+use crate::config::model::{HostMatch, PathMatch, Route};
+
+/// Routes in match order; lookups return an index into the config's route list.
+#[derive(Debug)]
+pub struct Router {
+    /// `(index in config, route)`, most specific first.
+    order: Vec<(usize, Route)>,
+}
+
+impl Router {
+    pub fn new(routes: &[Route]) -> Self {
+        let mut order: Vec<(usize, Route)> = routes.iter().cloned().enumerate().collect();
+        // Stable sort: equal keys keep config order.
+        order.sort_by_key(|(_, r)| std::cmp::Reverse(specificity(r)));
+        Router { order }
+    }
+
+    /// The config index of the route for this request, if any. `host` may carry a port;
+    /// `path` may carry a query string.
+    pub fn find(&self, host: Option<&str>, path: &str, method: &str) -> Option<usize> {
+        let host = host.map(normalize_host);
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        self.order
+            .iter()
+            .find(|(_, r)| {
+                host_matches(r.host.as_ref(), host.as_deref())
+                    && path_matches(&r.path, path)
+                    && r.methods
+                        .as_ref()
+                        .is_none_or(|ms| ms.iter().any(|m| m == method))
+            })
+            .map(|(i, _)| *i)
+    }
+}
+
+/// Sort key: larger is more specific.
+fn specificity(r: &Route) -> (u8, usize, u8, bool) {
+    let (exact, len) = match &r.path {
+        PathMatch::Exact(p) => (1, p.len()),
+        PathMatch::Prefix(p) => (0, p.len()),
+    };
+    let host = match &r.host {
+        Some(HostMatch::Exact(_)) => 2,
+        Some(HostMatch::Wildcard(_)) => 1,
+        None => 0,
+    };
+    (exact, len, host, r.methods.is_some())
+}
+
+/// Lower-cases and strips a port and a trailing dot: `API.Example.com.:8080` → `api.example.com`.
+fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let without_port = if host.starts_with('[') {
+        // IPv6 literal: keep the brackets, drop a port after them.
+        host.split_once(']').map_or(host, |(h, _)| h)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn host_matches(rule: Option<&HostMatch>, host: Option<&str>) -> bool {
+    match (rule, host) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(HostMatch::Exact(h)), Some(host)) => h == host,
+        // `.example.com` matches `a.example.com` and `a.b.example.com`, not `example.com`.
+        (Some(HostMatch::Wildcard(suffix)), Some(host)) => {
+            host.len() > suffix.len() && host.ends_with(suffix.as_str())
+        }
+    }
+}
+
+fn path_matches(rule: &PathMatch, path: &str) -> bool {
+    match rule {
+        PathMatch::Exact(p) => p == path,
+        PathMatch::Prefix(p) if p == "/" => path.starts_with('/'),
+        // On segment boundaries: `/v1/chat` matches `/v1/chat` and `/v1/chat/x`, not `/v1/chatter`.
+        PathMatch::Prefix(p) => path
+            .strip_prefix(p.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, host: Option<&str>, path: PathMatch, methods: Option<&[&str]>) -> Route {
+        Route {
+            name: name.to_string(),
+            host: host.map(|h| match h.strip_prefix('*') {
+                Some(rest) => HostMatch::Wildcard(rest.to_string()),
+                None => HostMatch::Exact(h.to_string()),
+            }),
+            path,
+            methods: methods.map(|ms| ms.iter().map(|m| m.to_string()).collect()),
+            upstream: 0,
+            sse: None,
+        }
+    }
+
+    fn prefix(p: &str) -> PathMatch {
+        PathMatch::Prefix(p.to_string())
+    }
+
+    fn exact(p: &str) -> PathMatch {
+        PathMatch::Exact(p.to_string())
+    }
+
+    fn names(routes: &[Route]) -> impl Fn(Option<&str>, &str, &str) -> Option<&str> + '_ {
+        let router = Router::new(routes);
+        move |host, path, method| {
+            router
+                .find(host, path, method)
+                .map(|i| routes[i].name.as_str())
+        }
+    }
+
+    #[test]
+    fn prefix_matches_on_segment_boundaries() {
+        let routes = [route("chat", None, prefix("/v1/chat"), None)];
+        let find = names(&routes);
+        assert_eq!(find(None, "/v1/chat", "GET"), Some("chat"));
+        assert_eq!(find(None, "/v1/chat/x", "GET"), Some("chat"));
+        assert_eq!(find(None, "/v1/chat?stream=1", "GET"), Some("chat"));
+        assert_eq!(find(None, "/v1/chatter", "GET"), None);
+        assert_eq!(find(None, "/v1", "GET"), None);
+    }
+
+    #[test]
+    fn root_prefix_matches_everything() {
+        let routes = [route("web", None, prefix("/"), None)];
+        let find = names(&routes);
+        assert_eq!(find(None, "/", "GET"), Some("web"));
+        assert_eq!(find(None, "/anything/at/all", "GET"), Some("web"));
+    }
+
+    #[test]
+    fn exact_path_matches_only_itself() {
+        let routes = [route("health", None, exact("/healthz"), None)];
+        let find = names(&routes);
+        assert_eq!(find(None, "/healthz", "GET"), Some("health"));
+        assert_eq!(find(None, "/healthz?x=1", "GET"), Some("health"));
+        assert_eq!(find(None, "/healthz/", "GET"), None);
+        assert_eq!(find(None, "/healthzz", "GET"), None);
+    }
+
+    #[test]
+    fn exact_path_beats_any_prefix() {
+        let routes = [
+            route("prefix", None, prefix("/v1/chat"), None),
+            route("exact", None, exact("/v1/chat"), None),
+        ];
+        let find = names(&routes);
+        assert_eq!(find(None, "/v1/chat", "GET"), Some("exact"));
+        assert_eq!(find(None, "/v1/chat/x", "GET"), Some("prefix"));
+    }
+
+    #[test]
+    fn longer_prefix_beats_shorter() {
+        let routes = [
+            route("root", None, prefix("/"), None),
+            route("v1", None, prefix("/v1"), None),
+            route("chat", None, prefix("/v1/chat"), None),
+        ];
+        let find = names(&routes);
+        assert_eq!(find(None, "/v1/chat/completions", "POST"), Some("chat"));
+        assert_eq!(find(None, "/v1/models", "GET"), Some("v1"));
+        assert_eq!(find(None, "/index.html", "GET"), Some("root"));
+    }
+
+    #[test]
+    fn host_is_case_insensitive_and_ignores_the_port() {
+        let routes = [route("api", Some("api.example.com"), prefix("/"), None)];
+        let find = names(&routes);
+        assert_eq!(find(Some("API.Example.COM"), "/", "GET"), Some("api"));
+        assert_eq!(find(Some("api.example.com:8080"), "/", "GET"), Some("api"));
+        assert_eq!(find(Some("api.example.com."), "/", "GET"), Some("api"));
+        assert_eq!(find(Some("www.example.com"), "/", "GET"), None);
+        assert_eq!(find(None, "/", "GET"), None);
+    }
+
+    #[test]
+    fn wildcard_host_matches_one_or_more_labels() {
+        let routes = [route("wild", Some("*.example.com"), prefix("/"), None)];
+        let find = names(&routes);
+        assert_eq!(find(Some("a.example.com"), "/", "GET"), Some("wild"));
+        assert_eq!(find(Some("a.b.example.com"), "/", "GET"), Some("wild"));
+        assert_eq!(find(Some("example.com"), "/", "GET"), None);
+        assert_eq!(find(Some("badexample.com"), "/", "GET"), None);
+    }
+
+    #[test]
+    fn host_route_beats_hostless_route_and_exact_beats_wildcard() {
+        let routes = [
+            route("any", None, prefix("/"), None),
+            route("wild", Some("*.example.com"), prefix("/"), None),
+            route("api", Some("api.example.com"), prefix("/"), None),
+        ];
+        let find = names(&routes);
+        assert_eq!(find(Some("api.example.com"), "/", "GET"), Some("api"));
+        assert_eq!(find(Some("www.example.com"), "/", "GET"), Some("wild"));
+        assert_eq!(find(Some("other.org"), "/", "GET"), Some("any"));
+    }
+
+    #[test]
+    fn path_specificity_outranks_host() {
+        let routes = [
+            route("host", Some("api.example.com"), prefix("/"), None),
+            route("path", None, prefix("/v1"), None),
+        ];
+        let find = names(&routes);
+        assert_eq!(find(Some("api.example.com"), "/v1/x", "GET"), Some("path"));
+        assert_eq!(find(Some("api.example.com"), "/other", "GET"), Some("host"));
+    }
+
+    #[test]
+    fn methods_restrict_the_match() {
+        let routes = [
+            route("post", None, prefix("/v1/chat"), Some(&["POST"])),
+            route("any", None, prefix("/v1/chat"), None),
+        ];
+        let find = names(&routes);
+        assert_eq!(find(None, "/v1/chat", "POST"), Some("post"));
+        assert_eq!(find(None, "/v1/chat", "GET"), Some("any"));
+        let only_post = [route("post", None, prefix("/"), Some(&["POST"]))];
+        assert_eq!(names(&only_post)(None, "/", "DELETE"), None);
+    }
+
+    #[test]
+    fn ties_go_to_the_route_listed_first() {
+        let routes = [
+            route("first", None, prefix("/x"), None),
+            route("second", None, prefix("/x"), None),
+        ];
+        assert_eq!(names(&routes)(None, "/x", "GET"), Some("first"));
+    }
+
+    #[test]
+    fn no_match_gives_none() {
+        let routes = [route("chat", None, prefix("/v1/chat"), None)];
+        assert_eq!(names(&routes)(None, "/v2", "GET"), None);
+    }
+}

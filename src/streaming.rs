@@ -1,0 +1,149 @@
+//! Streaming policy for SSE responses, and the per-stream bookkeeping behind the stream metrics.
+//!
+//! # What Pingora 0.9 already does
+//! - HTTP/1.1 chunked and close-delimited response bodies are written and flushed to the client
+//!   after every chunk (`pingora-core` `protocols/http/v1/body.rs`, `do_write_chunked_body`,
+//!   `do_write_until_close_body`); response headers without `Content-Length` are flushed at once.
+//!   HTTP/2 sends each chunk as a DATA frame at once.
+//! - The proxy loop (`pingora-proxy` `proxy_h1.rs`) only merges chunks that are already queued;
+//!   it never waits to fill a buffer. TCP_NODELAY is set on both sides.
+//! - While the request body is done, the loop keeps polling the client connection, so a client
+//!   that goes away ends the request and drops the upstream connection promptly.
+//!
+//! # What still holds SSE back, and what ssegate does about it
+//! - A `Content-Length`-framed body is written without a flush per chunk, so events sit in the
+//!   socket buffer until the body completes. ssegate removes `Content-Length` from streams so
+//!   Pingora re-frames them as chunked (HTTP/1.1) or plain DATA frames (HTTP/2).
+//! - Compression holds events until the stream ends. ssegate enables no response compression.
+//! - Proxies in front of ssegate may buffer too: ssegate sets `X-Accel-Buffering: no` and adds
+//!   `Cache-Control: no-cache` if the upstream gave none.
+//! - Upstream read timeouts cut quiet streams: on a marked route the per-read timeout is the
+//!   route's `idle_timeout` (none by default) instead of the upstream's `read_timeout`
+//!   (see [`crate::upstreams::UpstreamPool::http_peer`]).
+//!
+//! A response is a stream when its route is marked `sse` or its `Content-Type` is
+//! `text/event-stream`.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use pingora_core::Result;
+use pingora_http::ResponseHeader;
+
+use crate::events::EventScanner;
+use crate::metrics::{CloseReason, RouteMetrics};
+
+/// Whether the upstream declared an SSE body (`text/event-stream`, any parameters, any case).
+pub fn is_event_stream(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// Adjusts a stream's response header so nothing between upstream and browser buffers it.
+pub fn prepare_response(resp: &mut ResponseHeader) -> Result<()> {
+    // Without a length Pingora frames the body as chunked, which it flushes per chunk.
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    if !resp.headers.contains_key(http::header::CACHE_CONTROL) {
+        resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+    }
+    resp.insert_header("X-Accel-Buffering", "no")?;
+    Ok(())
+}
+
+/// One open stream: counts what passes through and keeps the route's gauges honest.
+///
+/// The stream is counted open from creation until drop; dropping it (for whatever reason,
+/// including a runtime torn down at the end of a shutdown) always closes it exactly once.
+#[derive(Debug)]
+pub struct Stream {
+    metrics: RouteMetrics,
+    request_start: Instant,
+    opened: Instant,
+    scanner: EventScanner,
+    events: u64,
+    bytes: u64,
+    /// Arrival time and length of upstream chunks not yet handed to the client.
+    in_flight: VecDeque<(Instant, usize)>,
+    close_reason: CloseReason,
+}
+
+impl Stream {
+    pub fn open(metrics: &RouteMetrics, request_start: Instant) -> Self {
+        metrics.streams_total.inc();
+        metrics.streams_active.inc();
+        Stream {
+            metrics: metrics.clone(),
+            request_start,
+            opened: Instant::now(),
+            scanner: EventScanner::default(),
+            events: 0,
+            bytes: 0,
+            in_flight: VecDeque::new(),
+            // If the stream is dropped without a verdict, its process was shutting down.
+            close_reason: CloseReason::Drain,
+        }
+    }
+
+    /// A chunk of `len` bytes arrived from the upstream.
+    pub fn chunk_arrived(&mut self, len: usize) {
+        if len > 0 {
+            self.in_flight.push_back((Instant::now(), len));
+        }
+    }
+
+    /// `chunk` is being handed to the client connection.
+    pub fn chunk_sent(&mut self, chunk: &[u8]) {
+        let now = Instant::now();
+        let events = self.scanner.feed(chunk);
+        if events > 0 {
+            if self.events == 0 {
+                self.metrics
+                    .first_event
+                    .observe((now - self.request_start).as_secs_f64());
+            }
+            self.events += events;
+            self.metrics.events.inc_by(events);
+        }
+        self.bytes += chunk.len() as u64;
+        self.metrics.bytes.inc_by(chunk.len() as u64);
+        // Pingora may merge queued chunks into one write; match them by length.
+        let mut remaining = chunk.len();
+        while let Some((arrived, len)) = self.in_flight.front_mut() {
+            if *len > remaining {
+                *len -= remaining;
+                break;
+            }
+            remaining -= *len;
+            self.metrics
+                .flush_latency
+                .observe((now - *arrived).as_secs_f64());
+            self.in_flight.pop_front();
+        }
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Records why the stream ended; the close is counted when the stream is dropped.
+    pub fn set_close_reason(&mut self, reason: CloseReason) {
+        self.close_reason = reason;
+    }
+
+    pub fn close_reason(&self) -> CloseReason {
+        self.close_reason
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.metrics.streams_active.dec();
+        self.metrics.closed(self.close_reason).inc();
+        self.metrics
+            .stream_duration
+            .observe(self.opened.elapsed().as_secs_f64());
+    }
+}
