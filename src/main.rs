@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             eprintln!("{e}");
             let n = e.problems.len();
             eprintln!(
-                "ssegate: {} is invalid ({n} problem{})",
+                "ssegate: config {} rejected ({n} problem{})",
                 e.file.display(),
                 if n == 1 { "" } else { "s" }
             );

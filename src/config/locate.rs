@@ -87,6 +87,16 @@ impl Walker {
         path
     }
 
+    /// The path of the innermost collection (the one being filled).
+    fn path_of_parent(&self) -> String {
+        let mut path = self.path();
+        if let Some(Frame::Mapping { key: Some(_) }) = self.stack.last() {
+            let cut = path.rfind('.').unwrap_or(0);
+            path.truncate(cut);
+        }
+        path
+    }
+
     fn expecting_key(&self) -> bool {
         matches!(self.stack.last(), Some(Frame::Mapping { key: None }))
     }
@@ -103,11 +113,26 @@ impl Walker {
             }
             let path = self.path();
             self.locator.keys.entry(path).or_insert(pos);
+            // A block mapping's start event points past its first key; the mapping really starts
+            // at that key.
+            let mapping = self.path_of_parent();
+            if let Some(start) = self.locator.values.get_mut(&mapping) {
+                if (pos.line, pos.column) < (start.line, start.column) {
+                    *start = pos;
+                }
+            }
             true
         } else {
             let path = self.path();
             self.locator.values.entry(path).or_insert(pos);
             false
+        }
+    }
+
+    /// A scalar or alias: a key, or a value that is complete at once.
+    fn leaf(&mut self, mark: Marker, scalar: Option<&str>) {
+        if !self.begin_node(mark, scalar) {
+            self.end_value();
         }
     }
 
@@ -124,16 +149,8 @@ impl Walker {
 impl MarkedEventReceiver for Walker {
     fn on_event(&mut self, event: Event, mark: Marker) {
         match event {
-            Event::Scalar(value, ..) => {
-                if !self.begin_node(mark, Some(&value)) {
-                    self.end_value();
-                }
-            }
-            Event::Alias(_) => {
-                if !self.begin_node(mark, None) {
-                    self.end_value();
-                }
-            }
+            Event::Scalar(value, ..) => self.leaf(mark, Some(&value)),
+            Event::Alias(_) => self.leaf(mark, None),
             Event::SequenceStart(..) | Event::MappingStart(..) => {
                 // A collection used as a mapping key is unusual; it is indexed as key `?` and its
                 // contents are skipped over like any value.

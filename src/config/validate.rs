@@ -60,7 +60,12 @@ pub fn validate(path: &Path, bytes: &[u8]) -> Result<Config, Vec<Problem>> {
             upstreams,
             routes,
         }),
-        _ => Err(v.problems),
+        _ => {
+            // In file order; problems without a position (whole sections) first.
+            v.problems
+                .sort_by_key(|p| p.position.map(|pos| (pos.line, pos.column)));
+            Err(v.problems)
+        }
     }
 }
 

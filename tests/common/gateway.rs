@@ -1,0 +1,134 @@
+//! Runs the real `ssegate` binary on 127.0.0.1 with a config written for the test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ssegate");
+
+pub struct Gateway {
+    /// The proxy listener.
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    child: Child,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts ssegate with `upstreams:` and `routes:` from `body`; the harness adds the
+    /// `pingora:`, `listeners:` and `metrics:` sections with fresh ports and a temp directory.
+    pub async fn start(body: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "pingora:\n  threads: 2\n  pid_file: {d}/ssegate.pid\n  upgrade_sock: {d}/upgrade.sock\n\
+             listeners:\n  - address: {addr}\nmetrics:\n  address: {metrics_addr}\n{body}",
+            d = dir.path().display()
+        );
+        let config_path = dir.path().join("ssegate.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log_path = dir.path().join("ssegate.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(BIN)
+            .arg("-c")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ssegate");
+        let mut gateway = Gateway {
+            addr,
+            metrics_addr,
+            child,
+            log_path,
+            _dir: dir,
+        };
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("ssegate exited early ({status}):\n{}", self.log());
+            }
+            let proxy = tokio::net::TcpStream::connect(self.addr).await.is_ok();
+            let metrics = tokio::net::TcpStream::connect(self.metrics_addr)
+                .await
+                .is_ok();
+            if proxy && metrics {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ssegate did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Everything ssegate wrote to stderr so far (logs and access log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The access-log lines so far.
+    pub fn access_log(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" access] "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub async fn scrape(&self) -> String {
+        super::client::get(self.metrics_addr, "/metrics")
+            .await
+            .expect("scrape metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// The value of one sample, e.g. `ssegate_streams_active{route="chat"}`.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        sample_value(&self.scrape().await, sample)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds `name{labels}` in Prometheus text; labels must be given in the exported order.
+pub fn sample_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok())?
+    })
+}
+
+/// Runs `ssegate -t -c path`.
+pub fn check(path: &Path) -> Output {
+    Command::new(BIN)
+        .arg("-t")
+        .arg("-c")
+        .arg(path)
+        .output()
+        .expect("run ssegate -t")
+}

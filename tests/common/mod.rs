@@ -1,0 +1,42 @@
+//! Shared test harness: the real `ssegate` binary, a scriptable upstream and a raw HTTP client,
+//! all on 127.0.0.1.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod gateway;
+pub mod upstream;
+
+use std::net::TcpListener;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// A process-wide time origin, so the upstream can stamp events and the client can measure
+/// how long each took to arrive.
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+pub fn micros_since_epoch() -> u64 {
+    epoch().elapsed().as_micros() as u64
+}
+
+/// Polls `check` until it is true or `timeout` passes; returns whether it became true.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}

@@ -1,0 +1,297 @@
+//! A scriptable HTTP/1.1 upstream on 127.0.0.1 that records what it receives.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the upstream does with each request.
+#[derive(Clone, Debug)]
+pub enum Behavior {
+    /// `count` events (or endless), one every `interval`, chunked, `text/event-stream`.
+    /// Each event is `id: N` and `data: N MICROS` (zero-padded) with its send time since the test epoch.
+    /// With `end`, the body is terminated after the last event; otherwise the stream stays open.
+    Sse {
+        interval: Duration,
+        count: Option<u64>,
+        end: bool,
+    },
+    /// Like `Sse` but framed with a `Content-Length` for the whole body, written slowly.
+    SseWithLength { interval: Duration, count: u64 },
+    /// `200 OK` with this plain-text body.
+    Text(String),
+    /// Reads the request and never answers.
+    Silent,
+}
+
+/// One request as the upstream saw it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Recorded>,
+    /// When the upstream noticed a client connection close.
+    closed: Vec<Instant>,
+    /// Connections currently open.
+    open: usize,
+    /// Status for `/healthz`.
+    health_status: u16,
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl Upstream {
+    pub async fn start(behavior: Behavior) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let state = Arc::new(Mutex::new(State {
+            health_status: 200,
+            ..State::default()
+        }));
+        let upstream = Upstream { addr, state };
+        let shared = upstream.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let conn = shared.clone();
+                let behavior = behavior.clone();
+                tokio::spawn(async move { conn.serve(socket, behavior).await });
+            }
+        });
+        upstream
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Requests other than health checks.
+    pub fn proxied(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.target != "/healthz")
+            .collect()
+    }
+
+    pub fn closed(&self) -> Vec<Instant> {
+        self.state.lock().unwrap().closed.clone()
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.state.lock().unwrap().open
+    }
+
+    pub fn set_health_status(&self, status: u16) {
+        self.state.lock().unwrap().health_status = status;
+    }
+
+    async fn serve(&self, mut socket: TcpStream, behavior: Behavior) {
+        socket.set_nodelay(true).ok();
+        self.state.lock().unwrap().open += 1;
+        let mut buf = Vec::new();
+        // Keep-alive: serve requests until the peer closes or a stream ends the connection.
+        while let Some(req) = read_request(&mut socket, &mut buf).await {
+            let is_health = req.target == "/healthz";
+            self.state.lock().unwrap().requests.push(req);
+            let result = if is_health {
+                let status = self.state.lock().unwrap().health_status;
+                respond_text(&mut socket, status, "ok").await
+            } else {
+                respond(&mut socket, &behavior).await
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        let mut state = self.state.lock().unwrap();
+        state.open -= 1;
+        state.closed.push(Instant::now());
+    }
+}
+
+/// Reads one request (head and `Content-Length` or chunked body). `None` when the peer closed.
+async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        read_more(socket, buf).await?;
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    buf.drain(..head_end);
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_string();
+    let target = first.next()?.to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let body = if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        while buf.len() < len {
+            read_more(socket, buf).await?;
+        }
+        buf.drain(..len).collect()
+    } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        read_chunked(socket, buf).await?
+    } else {
+        Vec::new()
+    };
+    Some(Recorded {
+        method,
+        target,
+        headers,
+        body,
+    })
+}
+
+async fn read_more(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 8192];
+    match socket.read(&mut chunk).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Some(())
+        }
+    }
+}
+
+async fn read_chunked(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            read_more(socket, buf).await?;
+        };
+        let size_text = String::from_utf8_lossy(&buf[..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        buf.drain(..line_end + 2);
+        while buf.len() < size + 2 {
+            read_more(socket, buf).await?;
+        }
+        body.extend(buf.drain(..size));
+        buf.drain(..2);
+        if size == 0 {
+            return Some(body);
+        }
+    }
+}
+
+/// Sleeps for `interval`, but returns an error as soon as the peer closes the connection.
+async fn wait_unless_closed(socket: &mut TcpStream, interval: Duration) -> std::io::Result<()> {
+    let mut sink = [0u8; 1024];
+    tokio::select! {
+        _ = tokio::time::sleep(interval) => Ok(()),
+        read = socket.read(&mut sink) => match read {
+            Ok(0) | Err(_) => Err(std::io::ErrorKind::ConnectionAborted.into()),
+            // A stream's request has no more body; anything else is ignored.
+            Ok(_) => Ok(()),
+        },
+    }
+}
+
+async fn respond_text(socket: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(body.as_bytes()).await
+}
+
+/// Fixed width, so a `Content-Length` for several events is known before they are made.
+fn event(n: u64) -> String {
+    format!(
+        "id: {n:06}\ndata: {n:06} {:012}\n\n",
+        super::micros_since_epoch()
+    )
+}
+
+async fn respond(socket: &mut TcpStream, behavior: &Behavior) -> std::io::Result<()> {
+    match behavior {
+        Behavior::Text(body) => respond_text(socket, 200, body).await,
+        Behavior::Silent => {
+            // Hold the connection without answering until the peer closes it.
+            let mut sink = [0u8; 1024];
+            while socket.read(&mut sink).await? > 0 {}
+            Err(std::io::ErrorKind::ConnectionAborted.into())
+        }
+        Behavior::Sse {
+            interval,
+            count,
+            end,
+        } => {
+            socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                      Transfer-Encoding: chunked\r\n\r\n",
+                )
+                .await?;
+            let mut n = 1;
+            while count.is_none_or(|c| n <= c) {
+                let e = event(n);
+                socket
+                    .write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
+                    .await?;
+                n += 1;
+                wait_unless_closed(socket, *interval).await?;
+            }
+            if *end {
+                socket.write_all(b"0\r\n\r\n").await
+            } else {
+                // Keep the stream open until the peer goes away.
+                let mut sink = [0u8; 1024];
+                while socket.read(&mut sink).await? > 0 {}
+                Err(std::io::ErrorKind::ConnectionAborted.into())
+            }
+        }
+        Behavior::SseWithLength { interval, count } => {
+            // Every event has the same length, so the total is known up front.
+            let len = event(1).len() as u64 * count;
+            socket
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {len}\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )
+                .await?;
+            for n in 1..=*count {
+                socket.write_all(event(n).as_bytes()).await?;
+                tokio::time::sleep(*interval).await;
+            }
+            Ok(())
+        }
+    }
+}
