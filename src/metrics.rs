@@ -70,6 +70,13 @@ pub enum UpstreamErrorKind {
 }
 
 impl UpstreamErrorKind {
+    const ALL: [UpstreamErrorKind; 4] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Reset,
+        UpstreamErrorKind::Unhealthy,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamErrorKind::Connect => "connect",
@@ -221,8 +228,11 @@ impl RouteMetrics {
         let route = [name];
         let closed =
             CloseReason::ALL.map(|r| f.stream_closed.with_label_values(&[name, r.as_str()]));
-        // Create the heartbeat series too, so dashboards show 0 rather than no data.
+        // Create the series that may stay at zero, so dashboards show 0 rather than no data.
         f.heartbeats.with_label_values(&route);
+        for kind in UpstreamErrorKind::ALL {
+            f.upstream_errors.with_label_values(&[name, kind.as_str()]);
+        }
         RouteMetrics {
             name: name.to_string(),
             streams_active: f.streams_active.with_label_values(&route),
