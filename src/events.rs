@@ -47,6 +47,12 @@ impl EventScanner {
         }
         events
     }
+
+    /// Whether the stream is between events: nothing of a next event has been seen, so bytes
+    /// written now cannot land inside one.
+    pub fn at_boundary(&self) -> bool {
+        !self.in_line && !self.in_event
+    }
 }
 
 #[cfg(test)]
@@ -91,6 +97,20 @@ mod tests {
             count_in_chunks(&[b"data: a\r", b"\n", b"data: b\r", b"\n\r", b"\n"]),
             1
         );
+    }
+
+    #[test]
+    fn boundary_is_known_between_events_only() {
+        let mut s = EventScanner::default();
+        assert!(s.at_boundary());
+        s.feed(b"data: par");
+        assert!(!s.at_boundary());
+        s.feed(b"tial\n");
+        assert!(!s.at_boundary(), "one line of an event is not its end");
+        s.feed(b"\n");
+        assert!(s.at_boundary());
+        s.feed(b": comment\n");
+        assert!(s.at_boundary(), "after a whole comment line");
     }
 
     #[test]

@@ -7,11 +7,14 @@
 mod access_log;
 mod cli;
 mod config;
+mod drain;
 mod events;
 mod failure;
 mod gateway;
+mod headers;
 mod metrics;
 mod proxy;
+mod relay;
 mod responses;
 mod routing;
 mod streaming;
@@ -19,15 +22,18 @@ mod upstreams;
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use clap::Parser;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 use pingora_proxy::http_proxy_service_with_name;
 
 use crate::cli::Cli;
 use crate::config::Config;
+use crate::drain::DrainService;
 use crate::gateway::Gateway;
 use crate::proxy::Proxy;
 
@@ -52,24 +58,11 @@ fn main() -> ExitCode {
         println!("{}", config.summary());
         return ExitCode::SUCCESS;
     }
-    warn_unimplemented(&config);
     match build_server(&cli, config) {
         Ok(server) => server.run_forever(),
         Err(message) => {
             eprintln!("ssegate: {message}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Options the config accepts whose behaviour this build does not have yet.
-fn warn_unimplemented(config: &Config) {
-    for route in &config.routes {
-        if route.sse.as_ref().is_some_and(|s| s.heartbeat.is_some()) {
-            log::warn!(
-                "route {}: sse.heartbeat is accepted but not sent by this version",
-                route.name
-            );
         }
     }
 }
@@ -83,8 +76,12 @@ fn build_server(cli: &Cli, mut config: Config) -> Result<Server, String> {
     let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config, &pools)));
     metrics::set_info(&config.sha256);
 
-    let mut proxy =
-        http_proxy_service_with_name(&server.configuration, Proxy::new(gateway), "ssegate proxy");
+    // The config always sets it (ssegate's default is 30 s); Pingora's own default is 300 s.
+    let grace_period =
+        Duration::from_secs(server.configuration.grace_period_seconds.unwrap_or(300));
+    let (drain_service, drain) = DrainService::new(grace_period);
+    let proxy = Proxy::new(gateway, &server.configuration, drain);
+    let mut proxy = http_proxy_service_with_name(&server.configuration, proxy, "ssegate proxy");
     for listener in &config.listeners {
         let address = listener.address.to_string();
         match &listener.tls {
@@ -107,6 +104,7 @@ fn build_server(cli: &Cli, mut config: Config) -> Result<Server, String> {
 
     server.add_service(proxy);
     server.add_service(prometheus);
+    server.add_service(background_service("drain", drain_service));
     for service in health_checks {
         server.add_boxed_service(service);
     }

@@ -218,6 +218,7 @@ pub struct RouteMetrics {
     pub first_event: Histogram,
     pub stream_duration: Histogram,
     pub request_duration: Histogram,
+    pub heartbeats: IntCounter,
     closed: [IntCounter; 5],
 }
 
@@ -229,7 +230,6 @@ impl RouteMetrics {
         let closed =
             CloseReason::ALL.map(|r| f.stream_closed.with_label_values(&[name, r.as_str()]));
         // Create the series that may stay at zero, so dashboards show 0 rather than no data.
-        f.heartbeats.with_label_values(&route);
         for kind in UpstreamErrorKind::ALL {
             f.upstream_errors.with_label_values(&[name, kind.as_str()]);
         }
@@ -243,6 +243,7 @@ impl RouteMetrics {
             first_event: f.first_event.with_label_values(&route),
             stream_duration: f.stream_duration.with_label_values(&route),
             request_duration: f.request_duration.with_label_values(&route),
+            heartbeats: f.heartbeats.with_label_values(&route),
             closed,
         }
     }

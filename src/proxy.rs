@@ -1,5 +1,9 @@
 //! The `ProxyHttp` implementation: each phase is a few lines that read like a request's life,
 //! calling into routing, upstreams, streaming and metrics for the work.
+//!
+//! Routes marked `sse` are served by [`crate::relay`] from `request_filter`; every other route
+//! goes through Pingora's proxy loop, with the streaming policy applied to `text/event-stream`
+//! responses in the response filters.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,15 +12,21 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_core::connectors::http::Connector as HttpConnector;
+use pingora_core::connectors::ConnectorOptions;
+use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log;
+use crate::drain::DrainSignal;
 use crate::failure::{self, NO_HEALTHY_PEER};
 use crate::gateway::{Gateway, RouteEntry, StreamSlot};
-use crate::metrics::RouteMetrics;
+use crate::headers;
+use crate::metrics::{CloseReason, RouteMetrics};
+use crate::relay;
 use crate::responses;
 use crate::streaming::{self, Stream};
 
@@ -25,11 +35,18 @@ const STREAM_LIMIT_RETRY_AFTER_SECS: u64 = 1;
 
 pub struct Proxy {
     gateway: Arc<ArcSwap<Gateway>>,
+    /// Upstream connections of the relay (marked routes), pooled like Pingora's own.
+    connector: HttpConnector,
+    drain: DrainSignal,
 }
 
 impl Proxy {
-    pub fn new(gateway: Arc<ArcSwap<Gateway>>) -> Self {
-        Proxy { gateway }
+    pub fn new(gateway: Arc<ArcSwap<Gateway>>, conf: &ServerConf, drain: DrainSignal) -> Self {
+        Proxy {
+            gateway,
+            connector: HttpConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            drain,
+        }
     }
 }
 
@@ -39,10 +56,16 @@ pub struct RequestCtx {
     /// The table this request was routed with; kept for the request's whole life.
     gateway: Arc<Gateway>,
     route: Option<usize>,
-    peer: Option<SocketAddr>,
-    /// Held while a stream is open on a route with `max_streams`.
+    /// Held while a request is open on a route with `sse.max_streams`.
     slot: Option<StreamSlot>,
-    stream: Option<Stream>,
+    served: Served,
+}
+
+/// What serving the request produced, for logging.
+#[derive(Default)]
+pub struct Served {
+    pub peer: Option<SocketAddr>,
+    pub stream: Option<Stream>,
 }
 
 impl RequestCtx {
@@ -57,10 +80,6 @@ impl RequestCtx {
     fn route_name(&self) -> &str {
         self.metrics().name()
     }
-
-    fn is_marked_stream(&self) -> bool {
-        self.route().is_some_and(|r| r.config.sse.is_some())
-    }
 }
 
 #[async_trait]
@@ -72,40 +91,52 @@ impl ProxyHttp for Proxy {
             arrived: Instant::now(),
             gateway: self.gateway.load_full(),
             route: None,
-            peer: None,
             slot: None,
-            stream: None,
+            served: Served::default(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        ctx.route = ctx
-            .gateway
-            .find(request_host(req), req.uri.path(), req.method.as_str());
-        let Some(route) = ctx.route() else {
+        ctx.route = ctx.gateway.find(
+            headers::request_host(req),
+            req.uri.path(),
+            req.method.as_str(),
+        );
+        let gateway = ctx.gateway.clone();
+        let Some(route) = ctx.route.map(|i| gateway.route(i)) else {
             responses::send_error(session, 404, None, "no route matches this request", None)
                 .await?;
             return Ok(true);
         };
-        if route.config.sse.is_some() {
-            match route.admit_stream() {
-                Some(slot) => ctx.slot = Some(slot),
-                None => {
-                    let name = route.config.name.clone();
-                    responses::send_error(
-                        session,
-                        503,
-                        Some(&name),
-                        "stream limit reached",
-                        Some(STREAM_LIMIT_RETRY_AFTER_SECS),
-                    )
-                    .await?;
-                    return Ok(true);
-                }
-            }
+        if route.config.sse.is_none() {
+            return Ok(false);
         }
-        Ok(false)
+        let Some(slot) = route.admit_stream() else {
+            let name = &route.config.name;
+            let retry_after = Some(STREAM_LIMIT_RETRY_AFTER_SECS);
+            responses::send_error(
+                session,
+                503,
+                Some(name),
+                "stream limit reached",
+                retry_after,
+            )
+            .await?;
+            return Ok(true);
+        };
+        ctx.slot = Some(slot);
+        let drain = self.drain.clone();
+        relay::run(
+            &self.connector,
+            drain,
+            session,
+            route,
+            ctx.arrived,
+            &mut ctx.served,
+        )
+        .await?;
+        Ok(true)
     }
 
     async fn upstream_peer(
@@ -115,15 +146,13 @@ impl ProxyHttp for Proxy {
     ) -> Result<Box<HttpPeer>> {
         let route = ctx
             .route()
-            .ok_or_else(|| Error::explain(NO_HEALTHY_PEER, "request has no route"))?;
-        let key = client_key(session);
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no route"))?;
         let addr = route
             .upstream
-            .select(&key)
+            .select(&client_key(session))
             .ok_or_else(|| Error::explain(NO_HEALTHY_PEER, "every peer is unhealthy"))?;
-        let stream_timeout = route.config.sse.as_ref().map(|s| s.idle_timeout);
-        let peer = route.upstream.http_peer(addr, stream_timeout);
-        ctx.peer = Some(addr);
+        let peer = route.upstream.http_peer(addr, None);
+        ctx.served.peer = Some(addr);
         Ok(Box::new(peer))
     }
 
@@ -133,7 +162,9 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        add_forwarded_headers(session, upstream_request)
+        // Pingora strips the standard hop-by-hop fields; `Proxy-*` are ours to drop.
+        headers::strip_hop_by_hop(upstream_request);
+        headers::add_forwarded(session, upstream_request)
     }
 
     async fn upstream_response_filter(
@@ -142,12 +173,9 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let informational = upstream_response.status.is_informational();
-        if !informational
-            && (ctx.is_marked_stream() || streaming::is_event_stream(upstream_response))
-        {
+        if streaming::is_stream(upstream_response, false) {
             streaming::prepare_response(upstream_response)?;
-            ctx.stream = Some(Stream::open(ctx.metrics(), ctx.arrived));
+            ctx.served.stream = Some(Stream::open(ctx.metrics(), ctx.arrived));
         }
         Ok(())
     }
@@ -159,7 +187,7 @@ impl ProxyHttp for Proxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let (Some(stream), Some(chunk)) = (ctx.stream.as_mut(), body.as_ref()) {
+        if let (Some(stream), Some(chunk)) = (ctx.served.stream.as_mut(), body.as_ref()) {
             stream.chunk_arrived(chunk.len());
         }
         Ok(None)
@@ -172,10 +200,15 @@ impl ProxyHttp for Proxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let (Some(stream), Some(chunk)) = (ctx.stream.as_mut(), body.as_ref()) {
+        if let (Some(stream), Some(chunk)) = (ctx.served.stream.as_mut(), body.as_ref()) {
             stream.chunk_sent(chunk);
         }
         Ok(None)
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        // A client leaving an open stream is how streams usually end; the access log says so.
+        failure::classify(e).status == 0 && *e.esource() == ErrorSource::Downstream
     }
 
     async fn fail_to_proxy(
@@ -187,10 +220,10 @@ impl ProxyHttp for Proxy {
         let failure = failure::classify(e);
         if failure.status != 0 && session.response_written().is_none() {
             let route = ctx.route_name().to_string();
-            if let Err(write_error) =
+            let sent =
                 responses::send_error(session, failure.status, Some(&route), failure.reason, None)
-                    .await
-            {
+                    .await;
+            if let Err(write_error) = sent {
                 log::debug!("could not send error response: {write_error}");
             }
         }
@@ -202,9 +235,14 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let stream = ctx.stream.as_mut().map(|s| {
-            s.set_close_reason(failure::close_reason(e));
-            (s.events(), s.close_reason().as_str())
+        let stream = ctx.served.stream.as_mut().map(|s| {
+            let reason = match (e, s.close_reason()) {
+                (Some(e), _) => failure::close_reason(Some(e)),
+                (None, Some(reason)) => reason,
+                (None, None) => CloseReason::UpstreamEnd,
+            };
+            s.set_close_reason(reason);
+            (s.events(), reason.as_str())
         });
         let metrics = ctx.metrics();
         if status != 0 {
@@ -225,62 +263,22 @@ impl ProxyHttp for Proxy {
             path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
             route: ctx.route_name(),
             status,
-            peer: ctx.peer,
+            peer: ctx.served.peer,
             duration: ctx.arrived.elapsed(),
             bytes: session.body_bytes_sent(),
             stream,
             error: e.map(|e| e.to_string()),
         });
         // Close the stream (metrics) and free its slot now rather than whenever ctx is dropped.
-        ctx.stream = None;
+        ctx.served.stream = None;
         ctx.slot = None;
     }
 }
 
-/// The request's host: the `Host` header (HTTP/1.1) or the URI authority (HTTP/2).
-fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-}
-
 /// The `consistent_hash` key: the client's IP address.
-fn client_key(session: &Session) -> Vec<u8> {
+pub fn client_key(session: &Session) -> Vec<u8> {
     match session.client_addr().and_then(|a| a.as_inet()) {
         Some(addr) => addr.ip().to_string().into_bytes(),
         None => Vec::new(),
     }
-}
-
-/// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set (SPEC §4).
-fn add_forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
-    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-        let ip = client.ip().to_string();
-        let forwarded_for = match req
-            .headers
-            .get("X-Forwarded-For")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-            _ => ip,
-        };
-        req.insert_header("X-Forwarded-For", forwarded_for)?;
-    }
-    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    req.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
-    if let Some(host) = request_host(session.req_header()).map(str::to_owned) {
-        req.insert_header("X-Forwarded-Host", host)?;
-    }
-    // Pingora strips the standard hop-by-hop fields; `Proxy-*` are ours to drop.
-    let proxy_headers: Vec<_> = req
-        .headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy_headers {
-        req.remove_header(&name);
-    }
-    Ok(())
 }

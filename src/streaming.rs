@@ -33,13 +33,34 @@ use pingora_http::ResponseHeader;
 use crate::events::EventScanner;
 use crate::metrics::{CloseReason, RouteMetrics};
 
+/// Whether a response is relayed as a stream: any `text/event-stream` body, and any successful
+/// response on a route marked `sse`.
+pub fn is_stream(resp: &ResponseHeader, marked_route: bool) -> bool {
+    is_event_stream(resp) || (marked_route && resp.status.is_success())
+}
+
 /// Whether the upstream declared an SSE body (`text/event-stream`, any parameters, any case).
-pub fn is_event_stream(resp: &ResponseHeader) -> bool {
+fn is_event_stream(resp: &ResponseHeader) -> bool {
     resp.headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// Frames a response with neither `Content-Length` nor `Transfer-Encoding` as chunked, as
+/// Pingora's own proxy loop does, so the client connection can stay open after it. (Pingora's
+/// HTTP/2 writer drops the header again.)
+pub fn frame_unframed(resp: &mut ResponseHeader, head_request: bool) -> Result<()> {
+    let no_body = head_request || matches!(resp.status.as_u16(), 204 | 304);
+    if !no_body
+        && !resp.headers.contains_key(http::header::CONTENT_LENGTH)
+        && !resp.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        resp.set_version(http::Version::HTTP_11);
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    Ok(())
 }
 
 /// Adjusts a stream's response header so nothing between upstream and browser buffers it.
@@ -67,7 +88,9 @@ pub struct Stream {
     bytes: u64,
     /// Arrival time and length of upstream chunks not yet handed to the client.
     in_flight: VecDeque<(Instant, usize)>,
-    close_reason: CloseReason,
+    /// `None` until the stream's end is known; a stream dropped without one was cut by the end
+    /// of a shutdown.
+    close_reason: Option<CloseReason>,
 }
 
 impl Stream {
@@ -82,8 +105,7 @@ impl Stream {
             events: 0,
             bytes: 0,
             in_flight: VecDeque::new(),
-            // If the stream is dropped without a verdict, its process was shutting down.
-            close_reason: CloseReason::Drain,
+            close_reason: None,
         }
     }
 
@@ -124,16 +146,26 @@ impl Stream {
         }
     }
 
+    /// A heartbeat comment was written to the client.
+    pub fn heartbeat_sent(&self) {
+        self.metrics.heartbeats.inc();
+    }
+
+    /// Whether bytes written now would fall between events (see [`EventScanner::at_boundary`]).
+    pub fn at_boundary(&self) -> bool {
+        self.scanner.at_boundary()
+    }
+
     pub fn events(&self) -> u64 {
         self.events
     }
 
     /// Records why the stream ended; the close is counted when the stream is dropped.
     pub fn set_close_reason(&mut self, reason: CloseReason) {
-        self.close_reason = reason;
+        self.close_reason = Some(reason);
     }
 
-    pub fn close_reason(&self) -> CloseReason {
+    pub fn close_reason(&self) -> Option<CloseReason> {
         self.close_reason
     }
 }
@@ -141,7 +173,8 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.metrics.streams_active.dec();
-        self.metrics.closed(self.close_reason).inc();
+        let reason = self.close_reason.unwrap_or(CloseReason::Drain);
+        self.metrics.closed(reason).inc();
         self.metrics
             .stream_duration
             .observe(self.opened.elapsed().as_secs_f64());

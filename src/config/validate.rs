@@ -24,6 +24,11 @@ const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// different Pingora programs on one host do not collide.
 const DEFAULT_PID_FILE: &str = "/tmp/ssegate.pid";
 const DEFAULT_UPGRADE_SOCK: &str = "/tmp/ssegate_upgrade.sock";
+/// Pingora waits 300 s by default before it stops, even with nothing open. For SSE, 30 s lets
+/// most LLM answers finish; streams still open are then ended with a `retry:` line (see
+/// `drain.rs`), and 5 s is ample for the runtimes to stop after that.
+const DEFAULT_GRACE_PERIOD_SECS: u64 = 30;
+const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 5;
 
 /// Validates the config text in `bytes`; `path` is only used for relative TLS file paths.
 pub fn validate(path: &Path, bytes: &[u8]) -> Result<Config, Vec<Problem>> {
@@ -206,11 +211,17 @@ impl Validator {
                 );
             }
         }
-        for (key, default) in [
-            ("pid_file", DEFAULT_PID_FILE),
-            ("upgrade_sock", DEFAULT_UPGRADE_SOCK),
-        ] {
-            section.entry(key.into()).or_insert_with(|| default.into());
+        let defaults: [(&str, serde_yaml::Value); 4] = [
+            ("pid_file", DEFAULT_PID_FILE.into()),
+            ("upgrade_sock", DEFAULT_UPGRADE_SOCK.into()),
+            ("grace_period_seconds", DEFAULT_GRACE_PERIOD_SECS.into()),
+            (
+                "graceful_shutdown_timeout_seconds",
+                DEFAULT_SHUTDOWN_TIMEOUT_SECS.into(),
+            ),
+        ];
+        for (key, default) in defaults {
+            section.entry(key.into()).or_insert(default);
         }
         let conf = serde_yaml::from_value::<ServerConf>(serde_yaml::Value::Mapping(section))
             .map_err(|e| e.to_string())

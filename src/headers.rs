@@ -1,0 +1,65 @@
+//! Request headers on their way upstream: `X-Forwarded-*` set, hop-by-hop headers dropped
+//! (SPEC §4).
+
+use pingora_core::Result;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+/// Headers that describe one connection, not the request (RFC 9110 §7.6.1), plus `Proxy-*`.
+/// `Transfer-Encoding` is left alone: it frames the body that follows.
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "te", "upgrade", "trailer"];
+
+/// The request's host: the `Host` header (HTTP/1.1) or the URI authority (HTTP/2).
+pub fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+/// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set.
+pub fn add_forwarded(session: &Session, req: &mut RequestHeader) -> Result<()> {
+    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+        let ip = client.ip().to_string();
+        let forwarded_for = match req
+            .headers
+            .get("X-Forwarded-For")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+            _ => ip,
+        };
+        req.insert_header("X-Forwarded-For", forwarded_for)?;
+    }
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    req.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
+    if let Some(host) = request_host(session.req_header()).map(str::to_owned) {
+        req.insert_header("X-Forwarded-Host", host)?;
+    }
+    Ok(())
+}
+
+/// Removes hop-by-hop headers, `Proxy-*` headers and every header the `Connection` header names.
+pub fn strip_hop_by_hop(req: &mut RequestHeader) {
+    let nominated: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty() && name != "close" && name != "keep-alive")
+        .collect();
+    let doomed: Vec<_> = req
+        .headers
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            HOP_BY_HOP.contains(&k) || k.starts_with("proxy-") || nominated.iter().any(|n| n == k)
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+}

@@ -1,0 +1,286 @@
+//! ssegate's own relay for routes marked `sse`: it owns the loop between the upstream and the
+//! client so that it can write to a stream that is quiet.
+//!
+//! # Why a relay of its own
+//! Pingora's proxy loop calls the body filters only when data arrives; nothing in `ProxyHttp`
+//! runs while a stream is quiet, and no hook can write to the client then. Heartbeats, the idle
+//! timeout and ending a quiet stream during a drain all need exactly that. So for marked routes
+//! `request_filter` hands the request to [`run`], which uses Pingora's own pieces — the pooled
+//! `HttpConnector` for the upstream connection (TLS, keep-alive pool), the upstream
+//! `HttpSession` to send the request and read the response, and the downstream `Session`'s
+//! write API — and adds one loop with timers:
+//!
+//! - a reader future moves upstream body chunks into a small channel (as Pingora's loop does);
+//! - the writer loop waits on that channel, the heartbeat timer, the idle timer, the drain
+//!   deadline and the client connection, whichever comes first.
+//!
+//! The streaming policy (headers, `Content-Length` removal), the per-stream bookkeeping and the
+//! error classification are the same code the Pingora path uses for unmarked routes, so a
+//! `text/event-stream` response streams the same way on either path; only the options of a
+//! marked route (heartbeat, idle timeout, drain) need the relay.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora_core::connectors::http::Connector as HttpConnector;
+use pingora_core::protocols::http::client::HttpSession as UpstreamSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, OkOrErr, Result};
+use pingora_proxy::Session;
+use tokio::sync::mpsc;
+use tokio::time::sleep_until;
+
+use crate::config::model::SsePolicy;
+use crate::drain::{self, DrainSignal};
+use crate::failure::NO_HEALTHY_PEER;
+use crate::gateway::RouteEntry;
+use crate::headers;
+use crate::metrics::CloseReason;
+use crate::proxy::{client_key, Served};
+use crate::streaming::{self, Stream};
+
+/// The comment a quiet stream gets every `sse.heartbeat`.
+const HEARTBEAT: &[u8] = b": keepalive\n\n";
+/// How long an idle upstream connection may wait in the pool for reuse.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Chunks read ahead of the client, as in Pingora's own loop.
+const READ_AHEAD: usize = 4;
+
+/// Serves one request on a marked route. On `Err` nothing or only part of the response was
+/// sent; Pingora's failure path answers and logs it.
+pub async fn run(
+    connector: &HttpConnector,
+    drain: DrainSignal,
+    session: &mut Session,
+    route: &RouteEntry,
+    arrived: Instant,
+    out: &mut Served,
+) -> Result<()> {
+    let (mut upstream, peer) = connect(connector, session, route, out).await?;
+    send_request(session, &mut upstream).await?;
+    let mut resp = read_response_header(&mut upstream).await?;
+    let head_request = session.req_header().method == http::Method::HEAD;
+
+    if !streaming::is_stream(&resp, true) {
+        streaming::frame_unframed(&mut resp, head_request)?;
+        session.write_response_header(Box::new(resp), false).await?;
+        copy_body(session, &mut upstream).await?;
+        connector
+            .release_http_session(upstream, &peer, Some(POOL_IDLE_TIMEOUT))
+            .await;
+        return Ok(());
+    }
+
+    streaming::prepare_response(&mut resp)?;
+    streaming::frame_unframed(&mut resp, head_request)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    let stream = out.stream.insert(Stream::open(&route.metrics, arrived));
+    let policy = route.config.sse.clone().unwrap_or_default();
+    let reason = pump(session, &mut upstream, stream, &policy, drain).await?;
+    stream.set_close_reason(reason);
+    if reason == CloseReason::UpstreamEnd {
+        connector
+            .release_http_session(upstream, &peer, Some(POOL_IDLE_TIMEOUT))
+            .await;
+    }
+    Ok(())
+}
+
+/// Connects to a healthy peer, trying each peer at most once.
+async fn connect(
+    connector: &HttpConnector,
+    session: &Session,
+    route: &RouteEntry,
+    out: &mut Served,
+) -> Result<(UpstreamSession, HttpPeer)> {
+    let key = client_key(session);
+    let timeout = route.config.sse.as_ref().and_then(|s| s.idle_timeout);
+    let mut last_error = Error::explain(NO_HEALTHY_PEER, "every peer is unhealthy");
+    for _ in 0..route.upstream.config.peers.len().max(1) {
+        let Some(addr) = route.upstream.select(&key) else {
+            break;
+        };
+        out.peer = Some(addr);
+        let peer = route.upstream.http_peer(addr, Some(timeout));
+        match connector.get_http_session(&peer).await {
+            Ok((upstream, _reused)) => return Ok((upstream, peer)),
+            Err(e) => {
+                log::warn!(
+                    "route {}: connecting to {addr} failed: {e}",
+                    route.config.name
+                );
+                last_error = e.into_up();
+            }
+        }
+    }
+    Err(last_error)
+}
+
+/// Sends the request header (with forwarding headers, without hop-by-hop ones) and the body.
+async fn send_request(session: &mut Session, upstream: &mut UpstreamSession) -> Result<()> {
+    let mut req = session.req_header().clone();
+    headers::strip_hop_by_hop(&mut req);
+    headers::add_forwarded(session, &mut req)?;
+    let has_body = !session.is_body_empty();
+    if has_body
+        && !req.headers.contains_key(http::header::CONTENT_LENGTH)
+        && !req.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        // An HTTP/2 request body has no length of its own; frame it for an HTTP/1.1 peer.
+        req.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    upstream
+        .write_request_header(Box::new(req))
+        .await
+        .map_err(|e| e.into_up())?;
+    if has_body {
+        while let Some(chunk) = session
+            .read_request_body()
+            .await
+            .map_err(|e| e.into_down())?
+        {
+            upstream
+                .write_request_body(chunk, false)
+                .await
+                .map_err(|e| e.into_up())?;
+        }
+    }
+    upstream
+        .finish_request_body()
+        .await
+        .map_err(|e| e.into_up())
+}
+
+/// Reads the final response header, skipping informational (1xx) ones.
+async fn read_response_header(
+    upstream: &mut UpstreamSession,
+) -> Result<pingora_http::ResponseHeader> {
+    loop {
+        upstream
+            .read_response_header()
+            .await
+            .map_err(|e| e.into_up())?;
+        let resp = upstream
+            .response_header()
+            .or_err(
+                ErrorType::InvalidHTTPHeader,
+                "upstream sent no response header",
+            )
+            .map_err(|e| e.into_up())?;
+        if !resp.status.is_informational() {
+            return Ok(resp.clone());
+        }
+    }
+}
+
+/// Copies a response that is not a stream (an error answer on a marked route, say).
+async fn copy_body(session: &mut Session, upstream: &mut UpstreamSession) -> Result<()> {
+    while let Some(chunk) = upstream
+        .read_response_body()
+        .await
+        .map_err(|e| e.into_up())?
+    {
+        session.write_response_body(Some(chunk), false).await?;
+    }
+    session.write_response_body(None, true).await
+}
+
+/// Relays the body of a stream until it ends; returns why it ended.
+async fn pump(
+    session: &mut Session,
+    upstream: &mut UpstreamSession,
+    stream: &mut Stream,
+    policy: &SsePolicy,
+    mut drain: DrainSignal,
+) -> Result<CloseReason> {
+    // Marked routes time idleness here, where heartbeats can be told apart from upstream data.
+    upstream.set_read_timeout(None);
+    let (tx, mut rx) = mpsc::channel::<Result<Option<Bytes>>>(READ_AHEAD);
+    let reader = async move {
+        loop {
+            let chunk = upstream.read_response_body().await;
+            let last = !matches!(chunk, Ok(Some(_)));
+            if tx.send(chunk).await.is_err() || last {
+                break;
+            }
+        }
+        // Stay parked: the writer decides when the relay ends.
+        std::future::pending::<()>().await;
+    };
+
+    let writer = async {
+        let mut last_write = Instant::now();
+        let mut last_upstream = Instant::now();
+        let mut drain_deadline: Option<Instant> = None;
+        let mut watch_client = true;
+        loop {
+            let heartbeat_at = policy.heartbeat.map(|h| last_write + h);
+            let idle_at = policy.idle_timeout.map(|t| last_upstream + t);
+            tokio::select! {
+                chunk = rx.recv() => match chunk {
+                    Some(Ok(Some(data))) => {
+                        stream.chunk_arrived(data.len());
+                        session.write_response_body(Some(data.clone()), false).await?;
+                        stream.chunk_sent(&data);
+                        last_write = Instant::now();
+                        last_upstream = last_write;
+                        if drain_deadline.is_some_and(|d| last_write >= d) && stream.at_boundary() {
+                            return end_with_retry(session).await;
+                        }
+                    }
+                    Some(Ok(None)) | None => {
+                        session.write_response_body(None, true).await?;
+                        return Ok(CloseReason::UpstreamEnd);
+                    }
+                    Some(Err(e)) => return Err(e.into_up()),
+                },
+                _ = sleep_until(heartbeat_at.unwrap_or(far_future()).into()),
+                    if heartbeat_at.is_some() && stream.at_boundary() => {
+                    session
+                        .write_response_body(Some(Bytes::from_static(HEARTBEAT)), false)
+                        .await?;
+                    stream.heartbeat_sent();
+                    last_write = Instant::now();
+                }
+                _ = sleep_until(idle_at.unwrap_or(far_future()).into()), if idle_at.is_some() => {
+                    // The upstream went quiet: end the response cleanly. An event it left half
+                    // sent is discarded by the client, which reconnects with its last id.
+                    session.write_response_body(None, true).await?;
+                    return Ok(CloseReason::IdleTimeout);
+                }
+                deadline = drain.deadline(), if drain_deadline.is_none() => {
+                    drain_deadline = Some(deadline);
+                }
+                _ = sleep_until(drain_deadline.unwrap_or(far_future()).into()),
+                    if drain_deadline.is_some() && stream.at_boundary() => {
+                    return end_with_retry(session).await;
+                }
+                closed = session.downstream_session.read_body_or_idle(true), if watch_client => {
+                    match closed {
+                        Err(e) => return Err(e.into_down()),
+                        // Data after a complete request: nothing to do with it; stop polling.
+                        Ok(_) => watch_client = false,
+                    }
+                }
+            }
+        }
+    };
+
+    tokio::select! {
+        ended = writer => ended,
+        () = reader => Err(Error::explain(ErrorType::InternalError, "upstream reader stopped")),
+    }
+}
+
+/// Ends a stream during a drain: a `retry:` line, then the end of the response.
+async fn end_with_retry(session: &mut Session) -> Result<CloseReason> {
+    let retry = Bytes::from(drain::retry_block());
+    session.write_response_body(Some(retry), false).await?;
+    session.write_response_body(None, true).await?;
+    Ok(CloseReason::Drain)
+}
+
+/// A deadline for timers whose branch is disabled.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
