@@ -103,7 +103,12 @@ async fn connect(
         out.peer = Some(addr);
         let peer = route.upstream.http_peer(addr, Some(timeout));
         match connector.get_http_session(&peer).await {
-            Ok((upstream, _reused)) => return Ok((upstream, peer)),
+            Ok((mut upstream, _reused)) => {
+                // The connector leaves per-request timeouts to its caller, as Pingora's proxy does.
+                upstream.set_read_timeout(peer.options.read_timeout);
+                upstream.set_write_timeout(peer.options.write_timeout);
+                return Ok((upstream, peer));
+            }
             Err(e) => {
                 log::warn!(
                     "route {}: connecting to {addr} failed: {e}",

@@ -22,12 +22,17 @@ impl Gateway {
     /// Starts ssegate with `upstreams:` and `routes:` from `body`; the harness adds the
     /// `pingora:`, `listeners:` and `metrics:` sections with fresh ports and a temp directory.
     pub async fn start(body: &str) -> Gateway {
+        Gateway::start_with("", body).await
+    }
+
+    /// Like [`Gateway::start`], with extra lines for the `pingora:` section (indented by two).
+    pub async fn start_with(pingora_extra: &str, body: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
             "pingora:\n  threads: 2\n  pid_file: {d}/ssegate.pid\n  upgrade_sock: {d}/upgrade.sock\n\
-             listeners:\n  - address: {addr}\nmetrics:\n  address: {metrics_addr}\n{body}",
+             {pingora_extra}listeners:\n  - address: {addr}\nmetrics:\n  address: {metrics_addr}\n{body}",
             d = dir.path().display()
         );
         let config_path = dir.path().join("ssegate.yaml");
@@ -91,6 +96,28 @@ impl Gateway {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal (`TERM`, `QUIT`, `HUP`, ...) to the ssegate process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
     }
 
     pub async fn scrape(&self) -> String {

@@ -20,6 +20,12 @@ pub enum Behavior {
     },
     /// Like `Sse` but framed with a `Content-Length` for the whole body, written slowly.
     SseWithLength { interval: Duration, count: u64 },
+    /// A chunked `text/event-stream` body of these pieces, each sent after its delay; then the
+    /// body ends (`end`) or the stream stays open.
+    Script {
+        pieces: Vec<(Duration, &'static str)>,
+        end: bool,
+    },
     /// `200 OK` with this plain-text body.
     Text(String),
     /// Reads the request and never answers.
@@ -208,6 +214,16 @@ async fn read_chunked(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u
     }
 }
 
+/// Ends a chunked body, or holds the stream open until the peer goes away.
+async fn finish_stream(socket: &mut TcpStream, end: bool) -> std::io::Result<()> {
+    if end {
+        return socket.write_all(b"0\r\n\r\n").await;
+    }
+    let mut sink = [0u8; 1024];
+    while socket.read(&mut sink).await? > 0 {}
+    Err(std::io::ErrorKind::ConnectionAborted.into())
+}
+
 /// Sleeps for `interval`, but returns an error as soon as the peer closes the connection.
 async fn wait_unless_closed(socket: &mut TcpStream, interval: Duration) -> std::io::Result<()> {
     let mut sink = [0u8; 1024];
@@ -267,14 +283,22 @@ async fn respond(socket: &mut TcpStream, behavior: &Behavior) -> std::io::Result
                 n += 1;
                 wait_unless_closed(socket, *interval).await?;
             }
-            if *end {
-                socket.write_all(b"0\r\n\r\n").await
-            } else {
-                // Keep the stream open until the peer goes away.
-                let mut sink = [0u8; 1024];
-                while socket.read(&mut sink).await? > 0 {}
-                Err(std::io::ErrorKind::ConnectionAborted.into())
+            finish_stream(socket, *end).await
+        }
+        Behavior::Script { pieces, end } => {
+            socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                      Transfer-Encoding: chunked\r\n\r\n",
+                )
+                .await?;
+            for (delay, piece) in pieces {
+                wait_unless_closed(socket, *delay).await?;
+                socket
+                    .write_all(format!("{:x}\r\n{piece}\r\n", piece.len()).as_bytes())
+                    .await?;
             }
+            finish_stream(socket, *end).await
         }
         Behavior::SseWithLength { interval, count } => {
             // Every event has the same length, so the total is known up front.
