@@ -98,9 +98,9 @@ async fn no_matching_route_is_a_plain_text_404() {
         assert!(body.contains("no route"), "{body}");
     }
     assert!(up.proxied().is_empty(), "nothing reached the upstream");
-    assert_eq!(
-        gw.metric("ssegate_requests_total{route=\"unmatched\",status=\"404\"}")
-            .await,
-        Some(2.0)
-    );
+    gw.expect_metric(
+        "ssegate_requests_total{route=\"unmatched\",status=\"404\"}",
+        2.0,
+    )
+    .await;
 }

@@ -160,10 +160,8 @@ async fn client_disconnect_closes_the_upstream_connection_within_a_second() {
     })
     .await;
     assert!(gone, "access log records the close:\n{}", gw.log());
-    assert_eq!(
-        gw.metric("ssegate_streams_active{route=\"stream\"}").await,
-        Some(0.0)
-    );
+    gw.expect_metric("ssegate_streams_active{route=\"stream\"}", 0.0)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

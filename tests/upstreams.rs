@@ -30,11 +30,11 @@ async fn connection_refused_is_a_502_that_names_no_address() {
     let body = resp.text().await.unwrap();
     assert!(body.contains("route app"), "{body}");
     assert!(!body.contains("127.0.0.1"), "body leaks an address: {body}");
-    assert_eq!(
-        gw.metric("ssegate_upstream_errors_total{kind=\"connect\",route=\"app\"}")
-            .await,
-        Some(1.0)
-    );
+    gw.expect_metric(
+        "ssegate_upstream_errors_total{kind=\"connect\",route=\"app\"}",
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,11 +50,11 @@ async fn no_answer_within_read_timeout_is_a_504() {
     assert_eq!(resp.status, 504);
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(resp.text().await.unwrap().contains("did not answer"));
-    assert_eq!(
-        gw.metric("ssegate_upstream_errors_total{kind=\"timeout\",route=\"app\"}")
-            .await,
-        Some(1.0)
-    );
+    gw.expect_metric(
+        "ssegate_upstream_errors_total{kind=\"timeout\",route=\"app\"}",
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -211,21 +211,8 @@ impl Response {
     /// The next complete SSE event from the test upstream, or `None` at the end of the body.
     pub async fn next_event(&mut self) -> std::io::Result<Option<Event>> {
         loop {
-            if let Some(i) = self.pending.windows(2).position(|w| w == b"\n\n") {
-                let received_micros = super::micros_since_epoch();
-                let block: Vec<u8> = self.pending.drain(..i + 2).collect();
-                let text = String::from_utf8_lossy(&block).to_string();
-                let Some(data) = text.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                    continue; // a comment block
-                };
-                let mut parts = data.split(' ');
-                let id = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-                let sent_micros = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-                return Ok(Some(Event {
-                    id,
-                    sent_micros,
-                    received_micros,
-                }));
+            if let Some(event) = take_event(&mut self.pending) {
+                return Ok(Some(event));
             }
             match self.next_chunk().await? {
                 Some(chunk) => self.pending.extend(chunk),
@@ -233,4 +220,25 @@ impl Response {
             }
         }
     }
+}
+
+/// Takes the first complete event of the test upstream out of `pending`, skipping comment blocks.
+pub fn take_event(pending: &mut Vec<u8>) -> Option<Event> {
+    while let Some(i) = pending.windows(2).position(|w| w == b"\n\n") {
+        let received_micros = super::micros_since_epoch();
+        let block: Vec<u8> = pending.drain(..i + 2).collect();
+        let text = String::from_utf8_lossy(&block).to_string();
+        let Some(data) = text.lines().find_map(|l| l.strip_prefix("data: ")) else {
+            continue; // a comment block
+        };
+        let mut parts = data.split(' ');
+        let id = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let sent_micros = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        return Some(Event {
+            id,
+            sent_micros,
+            received_micros,
+        });
+    }
+    None
 }

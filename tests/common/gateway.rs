@@ -27,12 +27,17 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with extra lines for the `pingora:` section (indented by two).
     pub async fn start_with(pingora_extra: &str, body: &str) -> Gateway {
+        Gateway::start_full(pingora_extra, "", body).await
+    }
+
+    /// Like [`Gateway::start_with`], with extra keys for the listener (indented by four).
+    pub async fn start_full(pingora_extra: &str, listener_extra: &str, body: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
             "pingora:\n  threads: 2\n  pid_file: {d}/ssegate.pid\n  upgrade_sock: {d}/upgrade.sock\n\
-             {pingora_extra}listeners:\n  - address: {addr}\nmetrics:\n  address: {metrics_addr}\n{body}",
+             {pingora_extra}listeners:\n  - address: {addr}\n{listener_extra}metrics:\n  address: {metrics_addr}\n{body}",
             d = dir.path().display()
         );
         let config_path = dir.path().join("ssegate.yaml");
@@ -127,6 +132,23 @@ impl Gateway {
             .text()
             .await
             .expect("metrics body")
+    }
+
+    /// Waits up to 3 s for a sample to reach `want` and fails the test if it does not. A client
+    /// sees its response before ssegate's `logging` phase counts it, so counts lag a little.
+    pub async fn expect_metric(&self, sample: &str, want: f64) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let got = self.metric(sample).await;
+            if got == Some(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sample} is {got:?}, expected {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The value of one sample, e.g. `ssegate_streams_active{route="chat"}`.
