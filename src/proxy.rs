@@ -188,7 +188,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
         if let (Some(stream), Some(chunk)) = (ctx.served.stream.as_mut(), body.as_ref()) {
-            stream.chunk_arrived(chunk.len());
+            stream.chunk_arrived(Instant::now(), chunk.len());
         }
         Ok(None)
     }

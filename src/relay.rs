@@ -200,12 +200,13 @@ async fn pump(
 ) -> Result<CloseReason> {
     // Marked routes time idleness here, where heartbeats can be told apart from upstream data.
     upstream.set_read_timeout(None);
-    let (tx, mut rx) = mpsc::channel::<Result<Option<Bytes>>>(READ_AHEAD);
+    // Each chunk travels with the time it was read, for the flush-latency metric.
+    let (tx, mut rx) = mpsc::channel::<(Instant, Result<Option<Bytes>>)>(READ_AHEAD);
     let reader = async move {
         loop {
             let chunk = upstream.read_response_body().await;
             let last = !matches!(chunk, Ok(Some(_)));
-            if tx.send(chunk).await.is_err() || last {
+            if tx.send((Instant::now(), chunk)).await.is_err() || last {
                 break;
             }
         }
@@ -223,8 +224,8 @@ async fn pump(
             let idle_at = policy.idle_timeout.map(|t| last_upstream + t);
             tokio::select! {
                 chunk = rx.recv() => match chunk {
-                    Some(Ok(Some(data))) => {
-                        stream.chunk_arrived(data.len());
+                    Some((read_at, Ok(Some(data)))) => {
+                        stream.chunk_arrived(read_at, data.len());
                         session.write_response_body(Some(data.clone()), false).await?;
                         stream.chunk_sent(&data);
                         last_write = Instant::now();
@@ -233,11 +234,11 @@ async fn pump(
                             return end_with_retry(session).await;
                         }
                     }
-                    Some(Ok(None)) | None => {
+                    Some((_, Ok(None))) | None => {
                         session.write_response_body(None, true).await?;
                         return Ok(CloseReason::UpstreamEnd);
                     }
-                    Some(Err(e)) => return Err(e.into_up()),
+                    Some((_, Err(e))) => return Err(e.into_up()),
                 },
                 _ = sleep_until(heartbeat_at.unwrap_or(far_future()).into()),
                     if heartbeat_at.is_some() && stream.at_boundary() => {

@@ -21,8 +21,19 @@
 //!   route's `idle_timeout` (none by default) instead of the upstream's `read_timeout`
 //!   (see [`crate::upstreams::UpstreamPool::http_peer`]).
 //!
-//! A response is a stream when its route is marked `sse` or its `Content-Type` is
-//! `text/event-stream`.
+//! A response is a stream when its `Content-Type` is `text/event-stream`, or when its route is
+//! marked `sse` and it is a success.
+//!
+//! # What the stream metrics measure
+//! - Flush latency runs from a chunk's arrival from the upstream to its arrival at the client
+//!   connection. On the relay (marked routes) that is from the upstream read to the completed,
+//!   flushed write to the client socket. On Pingora's proxy loop (unmarked routes) no hook runs
+//!   after the write, so it ends when the chunk is handed to Pingora's writer
+//!   (`response_body_filter`), which then writes and flushes it at once.
+//! - Events are counted at event boundaries ([`EventScanner`]); the first one observes the time
+//!   to first event from the request's arrival.
+//! - A stream's duration and close reason are recorded, and the open-streams gauge decremented,
+//!   when [`Stream`] is dropped, so the gauge returns to 0 however a stream ends.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -109,14 +120,15 @@ impl Stream {
         }
     }
 
-    /// A chunk of `len` bytes arrived from the upstream.
-    pub fn chunk_arrived(&mut self, len: usize) {
+    /// A chunk of `len` bytes arrived from the upstream at `at`.
+    pub fn chunk_arrived(&mut self, at: Instant, len: usize) {
         if len > 0 {
-            self.in_flight.push_back((Instant::now(), len));
+            self.in_flight.push_back((at, len));
         }
     }
 
-    /// `chunk` is being handed to the client connection.
+    /// `chunk` has reached the client connection: written and flushed on the relay path, handed
+    /// to Pingora's writer on the proxy path (see the module doc).
     pub fn chunk_sent(&mut self, chunk: &[u8]) {
         let now = Instant::now();
         let events = self.scanner.feed(chunk);

@@ -214,31 +214,28 @@ async fn stream_limit_answers_503_with_retry_after_and_frees_slots() {
         end: false,
     })
     .await;
-    let gw = Gateway::start(&config(&upstream, "    sse: { max_streams: 2 }")).await;
-    let mut first = client::get(gw.addr, "/events").await.unwrap();
-    let mut second = client::get(gw.addr, "/events").await.unwrap();
-    first
-        .next_event()
-        .await
-        .unwrap()
-        .expect("first stream runs");
-    second
-        .next_event()
-        .await
-        .unwrap()
-        .expect("second stream runs");
-    let third = client::get(gw.addr, "/events").await.unwrap();
-    assert_eq!(third.status, 503);
-    assert!(third.header("retry-after").is_some());
-    assert!(third.text().await.unwrap().contains("stream limit"));
-    drop(first);
-    let admitted = common::eventually(Duration::from_secs(3), || {
-        gw.access_log()
-            .iter()
-            .any(|l| l.contains("close=client_gone"))
-    })
+    let gw = Gateway::start(&config(&upstream, "    sse: { max_streams: 3 }")).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut resp = client::get(gw.addr, "/events").await.unwrap();
+        resp.next_event()
+            .await
+            .unwrap()
+            .expect("stream within the limit runs");
+        open.push(resp);
+    }
+    let fourth = client::get(gw.addr, "/events").await.unwrap();
+    assert_eq!(fourth.status, 503);
+    assert_eq!(fourth.header("retry-after"), Some("1"));
+    assert!(fourth.text().await.unwrap().contains("stream limit"));
+    gw.expect_metric(
+        "ssegate_requests_total{route=\"stream\",status=\"503\"}",
+        1.0,
+    )
     .await;
-    assert!(admitted);
+    drop(open.pop());
+    gw.expect_metric("ssegate_streams_active{route=\"stream\"}", 2.0)
+        .await;
     let mut again = client::get(gw.addr, "/events").await.unwrap();
     assert_eq!(again.status, 200);
     again
