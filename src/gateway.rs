@@ -2,7 +2,7 @@
 //! metric handles and stream counters.
 //!
 //! A request takes one snapshot of the [`Gateway`] when it starts and keeps it to the end, so a
-//! stream keeps the route it started with even if the table is replaced.
+//! stream keeps the route it started with even if an in-place reload replaces the table.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use crate::upstreams::UpstreamPool;
 pub struct Gateway {
     router: Router,
     routes: Vec<RouteEntry>,
+    /// One per upstream, in config order.
+    pools: Vec<Arc<UpstreamPool>>,
     /// Metrics for requests that match no route.
     pub unmatched: RouteMetrics,
 }
@@ -25,13 +27,25 @@ pub struct RouteEntry {
     pub config: Route,
     pub upstream: Arc<UpstreamPool>,
     pub metrics: RouteMetrics,
-    /// Streams open on this route, for `sse.max_streams`.
+    /// Streams open on this route, for `sse.max_streams`; carried over by a reload, so streams
+    /// opened before it still count.
     open_streams: Arc<AtomicU64>,
 }
 
 impl Gateway {
-    /// Joins `config`'s routes to `pools` (one per upstream, in config order).
-    pub fn new(config: &Config, pools: &[Arc<UpstreamPool>]) -> Self {
+    /// Builds the table for `config`. Upstreams whose settings are unchanged from `previous` keep
+    /// their pool, and with it their peers' health and balancing state.
+    pub fn new(config: &Config, previous: Option<&Gateway>) -> Self {
+        let pools: Vec<Arc<UpstreamPool>> = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                previous
+                    .and_then(|g| g.pools.iter().find(|p| p.config == *u))
+                    .cloned()
+                    .unwrap_or_else(|| UpstreamPool::new(u))
+            })
+            .collect();
         let routes = config
             .routes
             .iter()
@@ -39,14 +53,24 @@ impl Gateway {
                 config: r.clone(),
                 upstream: pools[r.upstream].clone(),
                 metrics: RouteMetrics::new(&r.name),
-                open_streams: Arc::new(AtomicU64::new(0)),
+                open_streams: previous
+                    .and_then(|g| g.routes.iter().find(|old| old.config.name == r.name))
+                    .map_or_else(
+                        || Arc::new(AtomicU64::new(0)),
+                        |old| old.open_streams.clone(),
+                    ),
             })
             .collect();
         Gateway {
             router: Router::new(&config.routes),
             routes,
+            pools,
             unmatched: RouteMetrics::new(UNMATCHED),
         }
+    }
+
+    pub fn pools(&self) -> &[Arc<UpstreamPool>] {
+        &self.pools
     }
 
     /// The route index for a request, if one matches.

@@ -1,8 +1,8 @@
 //! ssegate: a reverse proxy on Pingora that streams Server-Sent Events unbuffered.
 //!
 //! `main` reads the command line and the config, then assembles the Pingora server: the proxy
-//! service on the configured listeners, the Prometheus service, and one health-check service per
-//! upstream that has a health check.
+//! service on the configured listeners, the Prometheus service, and background services for
+//! health checks and the drain of streams at shutdown; SIGHUP reloads the routes in place.
 
 mod access_log;
 mod cli;
@@ -15,8 +15,10 @@ mod headers;
 mod metrics;
 mod proxy;
 mod relay;
+mod reload;
 mod responses;
 mod routing;
+mod signals;
 mod streaming;
 mod upstreams;
 
@@ -27,7 +29,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use clap::Parser;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::server::Server;
+use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_proxy::http_proxy_service_with_name;
 
@@ -36,8 +38,12 @@ use crate::config::Config;
 use crate::drain::DrainService;
 use crate::gateway::Gateway;
 use crate::proxy::Proxy;
+use crate::reload::Reloader;
+use crate::signals::SignalWatch;
+use crate::upstreams::HealthCheckService;
 
 fn main() -> ExitCode {
+    signals::ignore_hangup_until_ready();
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
@@ -59,7 +65,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match build_server(&cli, config) {
-        Ok(server) => server.run_forever(),
+        Ok((server, reloader)) => {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(SignalWatch::new(reloader)),
+            });
+            ExitCode::SUCCESS
+        }
         Err(message) => {
             eprintln!("ssegate: {message}");
             ExitCode::FAILURE
@@ -67,20 +78,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn build_server(cli: &Cli, mut config: Config) -> Result<Server, String> {
+fn build_server(cli: &Cli, mut config: Config) -> Result<(Server, Reloader), String> {
     let server_conf = std::mem::take(&mut config.server);
     let mut server = Server::new_with_opt_and_conf(cli.pingora_opt(), server_conf);
     server.bootstrap();
 
-    let (pools, health_checks) = upstreams::build(&config.upstreams);
-    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config, &pools)));
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config, None)));
     metrics::set_info(&config.sha256);
 
     // The config always sets it (ssegate's default is 30 s); Pingora's own default is 300 s.
     let grace_period =
         Duration::from_secs(server.configuration.grace_period_seconds.unwrap_or(300));
     let (drain_service, drain) = DrainService::new(grace_period);
-    let proxy = Proxy::new(gateway, &server.configuration, drain);
+    let proxy = Proxy::new(gateway.clone(), &server.configuration, drain);
     let mut proxy = http_proxy_service_with_name(&server.configuration, proxy, "ssegate proxy");
     for listener in &config.listeners {
         let address = listener.address.to_string();
@@ -105,8 +115,7 @@ fn build_server(cli: &Cli, mut config: Config) -> Result<Server, String> {
     server.add_service(proxy);
     server.add_service(prometheus);
     server.add_service(background_service("drain", drain_service));
-    for service in health_checks {
-        server.add_boxed_service(service);
-    }
-    Ok(server)
+    let health_checks = HealthCheckService::new(gateway.clone());
+    server.add_service(background_service("health checks", health_checks));
+    Ok((server, Reloader::new(&config, gateway)))
 }

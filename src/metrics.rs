@@ -103,6 +103,7 @@ struct Families {
     peer_healthy: IntGaugeVec,
     build_info: IntGaugeVec,
     config_info: IntGaugeVec,
+    config_reloads: IntCounterVec,
 }
 
 /// Registration can only fail on a duplicate name, which is a bug in this file, not bad input.
@@ -203,6 +204,12 @@ static FAMILIES: Lazy<Families> = Lazy::new(|| {
             &["sha256"]
         )
         .expect(BUG),
+        config_reloads: register_int_counter_vec!(
+            "ssegate_config_reloads_total",
+            "In-place reloads (SIGHUP), by result: ok or invalid.",
+            &["result"]
+        )
+        .expect(BUG),
     }
 });
 
@@ -292,4 +299,15 @@ pub fn set_info(config_sha256: &str) {
         .set(1);
     f.config_info.reset();
     f.config_info.with_label_values(&[config_sha256]).set(1);
+    for result in ["ok", "invalid"] {
+        f.config_reloads.with_label_values(&[result]);
+    }
+}
+
+/// Counts an in-place reload.
+pub fn config_reloaded(ok: bool) {
+    FAMILIES
+        .config_reloads
+        .with_label_values(&[if ok { "ok" } else { "invalid" }])
+        .inc();
 }

@@ -1,14 +1,21 @@
 //! Upstream pools: peers, load balancing and active health checks, all from
 //! `pingora-load-balancing`, plus the per-request [`HttpPeer`] with the right timeouts.
+//!
+//! Health checks are pingora-load-balancing's own (`TcpHealthCheck`, `HttpHealthCheck`, run by
+//! `Backends::run_health_check`); only their schedule is ssegate's: [`HealthCheckService`] checks
+//! the pools of the route table in force, so pools that an in-place reload adds are checked from
+//! then on and pools it drops stop being checked.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use futures::FutureExt;
-use pingora_core::services::background::background_service;
-use pingora_core::services::ServiceWithDependents;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_http::RequestHeader;
 use pingora_load_balancing::health_check::{
@@ -19,7 +26,10 @@ use pingora_load_balancing::selection::{
 };
 use pingora_load_balancing::{Backend, LoadBalancer};
 
+use tokio::task::JoinHandle;
+
 use crate::config::model::{Balance, HealthCheck, Upstream};
+use crate::gateway::Gateway;
 use crate::metrics;
 
 /// How many candidates `select` may look at before giving up (every peer, at most).
@@ -38,6 +48,31 @@ enum Balancer {
 }
 
 impl UpstreamPool {
+    /// Builds the pool of one upstream; every peer starts out healthy.
+    pub fn new(u: &Upstream) -> Arc<UpstreamPool> {
+        for peer in &u.peers {
+            metrics::set_peer_healthy(&u.name, &peer.to_string(), true);
+        }
+        let balancer = match u.balance {
+            Balance::RoundRobin => Balancer::RoundRobin(balancer(u)),
+            Balance::Random => Balancer::Random(balancer(u)),
+            Balance::ConsistentHash => Balancer::Consistent(balancer(u)),
+        };
+        Arc::new(UpstreamPool {
+            config: u.clone(),
+            balancer,
+        })
+    }
+
+    /// Runs one round of health checks over the peers (all at once).
+    async fn check_health(&self) {
+        match &self.balancer {
+            Balancer::RoundRobin(lb) => lb.backends().run_health_check(true).await,
+            Balancer::Random(lb) => lb.backends().run_health_check(true).await,
+            Balancer::Consistent(lb) => lb.backends().run_health_check(true).await,
+        }
+    }
+
     /// A healthy peer, or `None` when every peer is unhealthy. `key` is hashed by
     /// `consistent_hash` and ignored by the other strategies.
     pub fn select(&self, key: &[u8]) -> Option<SocketAddr> {
@@ -66,35 +101,7 @@ impl UpstreamPool {
     }
 }
 
-/// Builds a pool per upstream, plus the background services that run their health checks.
-pub fn build(
-    upstreams: &[Upstream],
-) -> (Vec<Arc<UpstreamPool>>, Vec<Box<dyn ServiceWithDependents>>) {
-    let mut services: Vec<Box<dyn ServiceWithDependents>> = Vec::new();
-    let pools = upstreams
-        .iter()
-        .map(|u| {
-            for peer in &u.peers {
-                metrics::set_peer_healthy(&u.name, &peer.to_string(), true);
-            }
-            let balancer = match u.balance {
-                Balance::RoundRobin => Balancer::RoundRobin(balancer(u, &mut services)),
-                Balance::Random => Balancer::Random(balancer(u, &mut services)),
-                Balance::ConsistentHash => Balancer::Consistent(balancer(u, &mut services)),
-            };
-            Arc::new(UpstreamPool {
-                config: u.clone(),
-                balancer,
-            })
-        })
-        .collect();
-    (pools, services)
-}
-
-fn balancer<S>(
-    u: &Upstream,
-    services: &mut Vec<Box<dyn ServiceWithDependents>>,
-) -> Arc<LoadBalancer<S>>
+fn balancer<S>(u: &Upstream) -> Arc<LoadBalancer<S>>
 where
     S: BackendSelection + Send + Sync + 'static,
     S::Iter: BackendIter,
@@ -106,18 +113,59 @@ where
     });
     let discovery = pingora_load_balancing::discovery::Static::new(backends.collect());
     let mut lb = LoadBalancer::<S>::from_backends(pingora_load_balancing::Backends::new(discovery));
-    let Some(hc) = &u.health_check else {
-        // No health check: every peer counts as healthy; fill the selector once, now.
-        refresh_now(&lb);
-        return Arc::new(lb);
-    };
-    lb.set_health_check(health_check(u, hc));
-    lb.health_check_frequency = Some(hc.interval);
+    if let Some(hc) = &u.health_check {
+        lb.set_health_check(health_check(u, hc));
+    }
     refresh_now(&lb);
-    let service = background_service(&format!("health check {}", u.name), lb);
-    let lb = service.task();
-    services.push(Box::new(service));
-    lb
+    Arc::new(lb)
+}
+
+/// Runs the health checks of every pool in the route table in force, each on its interval.
+pub struct HealthCheckService {
+    gateway: Arc<ArcSwap<Gateway>>,
+}
+
+impl HealthCheckService {
+    pub fn new(gateway: Arc<ArcSwap<Gateway>>) -> Self {
+        HealthCheckService { gateway }
+    }
+}
+
+/// How often the service looks for checks that are due.
+const HEALTH_CHECK_TICK: Duration = Duration::from_millis(50);
+
+#[async_trait]
+impl BackgroundService for HealthCheckService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Per pool (by address, i.e. identity): when its next check is due, and the check running now.
+        let mut schedule: HashMap<usize, (Instant, Option<JoinHandle<()>>)> = HashMap::new();
+        loop {
+            let gateway = self.gateway.load_full();
+            let now = Instant::now();
+            let mut live = Vec::new();
+            for pool in gateway.pools() {
+                let Some(hc) = &pool.config.health_check else {
+                    continue;
+                };
+                let key = Arc::as_ptr(pool) as usize;
+                live.push(key);
+                let (due, running) = schedule.entry(key).or_insert((now, None));
+                let busy = running.as_ref().is_some_and(|r| !r.is_finished());
+                if now >= *due && !busy {
+                    let pool = pool.clone();
+                    *running = Some(tokio::spawn(async move { pool.check_health().await }));
+                    *due = now + hc.interval;
+                }
+            }
+            // Pools a reload dropped are no longer checked.
+            schedule.retain(|key, _| live.contains(key));
+            drop(gateway);
+            tokio::select! {
+                _ = tokio::time::sleep(HEALTH_CHECK_TICK) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
 }
 
 /// Fills the selector before the first request. Static discovery completes at once and cannot

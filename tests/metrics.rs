@@ -149,6 +149,9 @@ async fn every_metric_the_dashboard_uses_is_exported() {
         .text()
         .await
         .unwrap();
+    // The request is counted in ssegate's logging phase, just after the client has its answer.
+    let logged = common::eventually(Duration::from_secs(3), || gw.access_log().len() == 1).await;
+    assert!(logged, "{}", gw.log());
     let text = gw.scrape().await;
     let names = dashboard_metric_names();
     assert!(names.len() >= 15, "{names:?}");

@@ -35,7 +35,7 @@ pub struct ListenerTls {
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub name: String,
     pub peers: Vec<SocketAddr>,
@@ -56,7 +56,7 @@ pub enum Balance {
     ConsistentHash,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     /// `Some(path)`: an HTTP GET that must answer 200; `None`: a TCP connect.
     pub http_path: Option<String>,

@@ -15,6 +15,9 @@ pub struct Gateway {
     pub metrics_addr: SocketAddr,
     child: Child,
     log_path: PathBuf,
+    config_path: PathBuf,
+    /// The harness's part of the config (`pingora:`, `listeners:`, `metrics:`).
+    header: String,
     _dir: tempfile::TempDir,
 }
 
@@ -35,13 +38,13 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = format!(
+        let header = format!(
             "pingora:\n  threads: 2\n  pid_file: {d}/ssegate.pid\n  upgrade_sock: {d}/upgrade.sock\n\
-             {pingora_extra}listeners:\n  - address: {addr}\n{listener_extra}metrics:\n  address: {metrics_addr}\n{body}",
+             {pingora_extra}listeners:\n  - address: {addr}\n{listener_extra}metrics:\n  address: {metrics_addr}\n",
             d = dir.path().display()
         );
         let config_path = dir.path().join("ssegate.yaml");
-        std::fs::write(&config_path, config).expect("write config");
+        std::fs::write(&config_path, format!("{header}{body}")).expect("write config");
         let log_path = dir.path().join("ssegate.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(BIN)
@@ -57,6 +60,8 @@ impl Gateway {
             metrics_addr,
             child,
             log_path,
+            config_path,
+            header,
             _dir: dir,
         };
         gateway.wait_ready().await;
@@ -83,6 +88,11 @@ impl Gateway {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Replaces the `upstreams:` and `routes:` of the config file (for a reload).
+    pub fn rewrite_config(&self, body: &str) {
+        std::fs::write(&self.config_path, format!("{}{body}", self.header)).expect("write config");
     }
 
     /// Everything ssegate wrote to stderr so far (logs and access log).

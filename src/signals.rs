@@ -1,0 +1,66 @@
+//! The process's signals: Pingora's (SIGQUIT upgrade, SIGTERM graceful stop, SIGINT fast stop)
+//! plus SIGHUP, which Pingora does not handle and which would otherwise kill the process.
+//!
+//! [`ignore_hangup_until_ready`] runs first thing in `main`, so a SIGHUP that arrives while the
+//! server starts is ignored rather than fatal; once the server runs, [`SignalWatch`] turns each
+//! SIGHUP into an in-place reload.
+
+use async_trait::async_trait;
+use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::reload::Reloader;
+
+/// Sets SIGHUP to be ignored until [`SignalWatch`] installs its handler.
+pub fn ignore_hangup_until_ready() {
+    // SAFETY: setting a signal's disposition to SIG_IGN touches no memory of this program and
+    // is done before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
+/// What `Server::run` waits on: shutdown signals for Pingora, reloads handled in between.
+pub struct SignalWatch {
+    reloader: Reloader,
+}
+
+impl SignalWatch {
+    pub fn new(reloader: Reloader) -> Self {
+        SignalWatch { reloader }
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for SignalWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut hangup = listen(SignalKind::hangup());
+        let mut quit = listen(SignalKind::quit());
+        let mut terminate = listen(SignalKind::terminate());
+        let mut interrupt = listen(SignalKind::interrupt());
+        loop {
+            tokio::select! {
+                _ = next(&mut hangup) => self.reloader.reload(),
+                _ = next(&mut quit) => return ShutdownSignal::GracefulUpgrade,
+                _ = next(&mut terminate) => return ShutdownSignal::GracefulTerminate,
+                _ = next(&mut interrupt) => return ShutdownSignal::FastShutdown,
+            }
+        }
+    }
+}
+
+fn listen(kind: SignalKind) -> Option<Signal> {
+    signal(kind)
+        .inspect_err(|e| log::error!("cannot listen for signal {kind:?}: {e}"))
+        .ok()
+}
+
+/// The next delivery of a signal; never, if it could not be listened for.
+async fn next(signal: &mut Option<Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
