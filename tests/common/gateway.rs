@@ -18,7 +18,7 @@ pub struct Gateway {
     config_path: PathBuf,
     /// The harness's part of the config (`pingora:`, `listeners:`, `metrics:`).
     header: String,
-    _dir: tempfile::TempDir,
+    dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl Gateway {
@@ -62,7 +62,7 @@ impl Gateway {
             log_path,
             config_path,
             header,
-            _dir: dir,
+            dir: std::sync::Arc::new(dir),
         };
         gateway.wait_ready().await;
         gateway
@@ -87,6 +87,32 @@ impl Gateway {
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Starts a second process with `-u` on the same sockets and the config `body`: it takes the
+    /// listening sockets over once this one is sent SIGQUIT.
+    pub fn start_upgrade(&self, body: &str) -> Gateway {
+        self.rewrite_config(body);
+        let log_path = self.dir.path().join("ssegate-upgraded.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(BIN)
+            .arg("-u")
+            .arg("-c")
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ssegate -u");
+        Gateway {
+            addr: self.addr,
+            metrics_addr: self.metrics_addr,
+            child,
+            log_path,
+            config_path: self.config_path.clone(),
+            header: self.header.clone(),
+            dir: self.dir.clone(),
         }
     }
 

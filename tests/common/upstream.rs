@@ -26,6 +26,9 @@ pub enum Behavior {
         pieces: Vec<(Duration, &'static str)>,
         end: bool,
     },
+    /// An endless stream that resumes after the request's `Last-Event-ID`: ids count up from
+    /// there, one event every `interval` (as an upstream that honours reconnections does).
+    Resumable { interval: Duration },
     /// `200 OK` with this plain-text body.
     Text(String),
     /// Reads the request and never answers.
@@ -121,12 +124,13 @@ impl Upstream {
         // Keep-alive: serve requests until the peer closes or a stream ends the connection.
         while let Some(req) = read_request(&mut socket, &mut buf).await {
             let is_health = req.target == "/healthz";
+            let last_event_id = req.header("last-event-id").and_then(|v| v.parse().ok());
             self.state.lock().unwrap().requests.push(req);
             let result = if is_health {
                 let status = self.state.lock().unwrap().health_status;
                 respond_text(&mut socket, status, "ok").await
             } else {
-                respond(&mut socket, &behavior).await
+                respond(&mut socket, &behavior, last_event_id).await
             };
             if result.is_err() {
                 break;
@@ -214,6 +218,14 @@ async fn read_chunked(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u
     }
 }
 
+async fn write_stream_head(socket: &mut TcpStream) -> std::io::Result<()> {
+    socket
+        .write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await
+}
+
 /// Ends a chunked body, or holds the stream open until the peer goes away.
 async fn finish_stream(socket: &mut TcpStream, end: bool) -> std::io::Result<()> {
     if end {
@@ -254,8 +266,23 @@ fn event(n: u64) -> String {
     )
 }
 
-async fn respond(socket: &mut TcpStream, behavior: &Behavior) -> std::io::Result<()> {
+async fn respond(
+    socket: &mut TcpStream,
+    behavior: &Behavior,
+    last_event_id: Option<u64>,
+) -> std::io::Result<()> {
     match behavior {
+        Behavior::Resumable { interval } => {
+            write_stream_head(socket).await?;
+            for n in last_event_id.unwrap_or(0) + 1.. {
+                let e = event(n);
+                socket
+                    .write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
+                    .await?;
+                wait_unless_closed(socket, *interval).await?;
+            }
+            Ok(())
+        }
         Behavior::Text(body) => respond_text(socket, 200, body).await,
         Behavior::Silent => {
             // Hold the connection without answering until the peer closes it.
@@ -268,12 +295,7 @@ async fn respond(socket: &mut TcpStream, behavior: &Behavior) -> std::io::Result
             count,
             end,
         } => {
-            socket
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
-                      Transfer-Encoding: chunked\r\n\r\n",
-                )
-                .await?;
+            write_stream_head(socket).await?;
             let mut n = 1;
             while count.is_none_or(|c| n <= c) {
                 let e = event(n);
@@ -286,12 +308,7 @@ async fn respond(socket: &mut TcpStream, behavior: &Behavior) -> std::io::Result
             finish_stream(socket, *end).await
         }
         Behavior::Script { pieces, end } => {
-            socket
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
-                      Transfer-Encoding: chunked\r\n\r\n",
-                )
-                .await?;
+            write_stream_head(socket).await?;
             for (delay, piece) in pieces {
                 wait_unless_closed(socket, *delay).await?;
                 socket
