@@ -39,6 +39,17 @@ pub fn add_forwarded(session: &Session, req: &mut RequestHeader) -> Result<()> {
     Ok(())
 }
 
+/// Makes a request (perhaps an HTTP/2 one) fit to send to an HTTP/1.1 peer: version 1.1, and a
+/// `Host` header from the `:authority` where the request has none, as Pingora's proxy loop does.
+pub fn to_http11(req: &mut RequestHeader) -> Result<()> {
+    let authority = req.uri.authority().map(|a| a.as_str().to_owned());
+    req.set_version(http::Version::HTTP_11);
+    if let (false, Some(authority)) = (req.headers.contains_key(http::header::HOST), authority) {
+        req.insert_header(http::header::HOST, authority)?;
+    }
+    Ok(())
+}
+
 /// Removes hop-by-hop headers, `Proxy-*` headers and every header the `Connection` header names.
 pub fn strip_hop_by_hop(req: &mut RequestHeader) {
     let nominated: Vec<String> = req
@@ -48,7 +59,18 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty() && name != "close" && name != "keep-alive")
+        // `Connection` may not nominate the fields that say where and how much: those stay.
+        .filter(|name| {
+            ![
+                "",
+                "close",
+                "keep-alive",
+                "host",
+                "content-length",
+                "transfer-encoding",
+            ]
+            .contains(&name.as_str())
+        })
         .collect();
     let doomed: Vec<_> = req
         .headers

@@ -124,6 +124,7 @@ async fn connect(
 /// Sends the request header (with forwarding headers, without hop-by-hop ones) and the body.
 async fn send_request(session: &mut Session, upstream: &mut UpstreamSession) -> Result<()> {
     let mut req = session.req_header().clone();
+    headers::to_http11(&mut req)?;
     headers::strip_hop_by_hop(&mut req);
     headers::add_forwarded(session, &mut req)?;
     let has_body = !session.is_body_empty();

@@ -154,8 +154,11 @@ async fn twenty_sse_streams_share_one_h2_connection_and_stream_every_event() {
         })
         .collect();
     assert_eq!(clients.len(), 1, "{clients:?}");
-    let proto = upstream.proxied();
-    assert!(proto
-        .iter()
-        .all(|r| r.header("x-forwarded-proto") == Some("https")));
+    // The upstream got well-formed HTTP/1.1 requests for them.
+    for req in upstream.proxied() {
+        assert_eq!(req.version, "HTTP/1.1");
+        assert!(req.target.starts_with("/events/"), "{}", req.target);
+        assert_eq!(req.header("host"), Some("localhost"));
+        assert_eq!(req.header("x-forwarded-proto"), Some("https"));
+    }
 }

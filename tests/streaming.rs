@@ -95,6 +95,7 @@ async fn post_stream_carries_body_and_last_event_id_unchanged() {
     let seen = upstream.proxied();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].version, "HTTP/1.1");
     assert_eq!(seen[0].target, "/events/chat?x=1");
     assert_eq!(seen[0].body, body.to_vec());
     assert_eq!(seen[0].header("last-event-id"), Some("abc-41"));

@@ -86,35 +86,13 @@ async fn every_peer_unhealthy_is_a_503() {
     assert!(body.contains("no healthy upstream peer"), "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_robin_spreads_requests_over_peers() {
+/// Two text upstreams, `a` and `b`, as the peers of one upstream with `upstream_extra` settings.
+async fn two_peers(upstream_extra: &str) -> (Upstream, Upstream, Gateway) {
     let a = Upstream::start(Behavior::Text("a".into())).await;
     let b = Upstream::start(Behavior::Text("b".into())).await;
-    let gw = Gateway::start(&single_route(
-        &format!("{}, {}", a.addr, b.addr),
-        "    balance: round_robin\n",
-    ))
-    .await;
-    for _ in 0..10 {
-        assert_eq!(client::get(gw.addr, "/").await.unwrap().status, 200);
-    }
-    assert_eq!((a.proxied().len(), b.proxied().len()), (5, 5));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consistent_hash_keeps_a_client_on_one_peer() {
-    let a = Upstream::start(Behavior::Text("a".into())).await;
-    let b = Upstream::start(Behavior::Text("b".into())).await;
-    let gw = Gateway::start(&single_route(
-        &format!("{}, {}", a.addr, b.addr),
-        "    balance: consistent_hash\n",
-    ))
-    .await;
-    for _ in 0..8 {
-        assert_eq!(client::get(gw.addr, "/").await.unwrap().status, 200);
-    }
-    let counts = (a.proxied().len(), b.proxied().len());
-    assert!(counts == (8, 0) || counts == (0, 8), "{counts:?}");
+    let peers = format!("{}, {}", a.addr, b.addr);
+    let gw = Gateway::start(&single_route(&peers, upstream_extra)).await;
+    (a, b, gw)
 }
 
 /// Sends `n` requests and returns how many reached `a` and `b`.
@@ -127,14 +105,21 @@ async fn spread(gw: &Gateway, a: &Upstream, b: &Upstream, n: usize) -> (usize, u
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_requests_over_peers() {
+    let (a, b, gw) = two_peers("    balance: round_robin\n").await;
+    assert_eq!(spread(&gw, &a, &b, 10).await, (5, 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_keeps_a_client_on_one_peer() {
+    let (a, b, gw) = two_peers("    balance: consistent_hash\n").await;
+    let counts = spread(&gw, &a, &b, 8).await;
+    assert!(counts == (8, 0) || counts == (0, 8), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_check_takes_a_failing_peer_out_and_puts_it_back() {
-    let a = Upstream::start(Behavior::Text("a".into())).await;
-    let b = Upstream::start(Behavior::Text("b".into())).await;
-    let gw = Gateway::start(&single_route(
-        &format!("{}, {}", a.addr, b.addr),
-        "    health_check: { path: /healthz, interval: 200ms }\n",
-    ))
-    .await;
+    let (a, b, gw) = two_peers("    health_check: { path: /healthz, interval: 200ms }\n").await;
     let healthy = format!(
         "ssegate_upstream_peer_healthy{{peer=\"{}\",upstream=\"app\"}}",
         a.addr
@@ -142,31 +127,12 @@ async fn health_check_takes_a_failing_peer_out_and_puts_it_back() {
     assert_eq!(spread(&gw, &a, &b, 4).await, (2, 2));
 
     a.set_health_status(500);
-    let mut out = false;
-    for _ in 0..40 {
-        if gw.metric(&healthy).await == Some(0.0) {
-            out = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(out, "peer a never marked unhealthy");
-    assert_eq!(
-        spread(&gw, &a, &b, 6).await,
-        (0, 6),
-        "a failing peer gets no traffic"
-    );
+    gw.expect_metric(&healthy, 0.0).await;
+    let to_failing = spread(&gw, &a, &b, 6).await;
+    assert_eq!(to_failing, (0, 6), "a failing peer gets no traffic");
 
     a.set_health_status(200);
-    let mut back = false;
-    for _ in 0..40 {
-        if gw.metric(&healthy).await == Some(1.0) {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(back, "peer a never marked healthy again");
+    gw.expect_metric(&healthy, 1.0).await;
     let (to_a, to_b) = spread(&gw, &a, &b, 6).await;
     assert!(
         to_a >= 2 && to_b >= 2,

@@ -40,6 +40,8 @@ pub enum Behavior {
 pub struct Recorded {
     pub method: String,
     pub target: String,
+    /// The request line's protocol, e.g. `HTTP/1.1`.
+    pub version: String,
     /// Header names lower-cased, in order.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -156,6 +158,7 @@ async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recor
     let mut first = lines.next()?.split(' ');
     let method = first.next()?.to_string();
     let target = first.next()?.to_string();
+    let version = first.next()?.to_string();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -179,6 +182,7 @@ async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recor
     Some(Recorded {
         method,
         target,
+        version,
         headers,
         body,
     })
