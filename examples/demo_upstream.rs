@@ -1,6 +1,7 @@
 //! The demo's SSE upstream: a clock and a fake LLM token stream, for `scripts/demo.sh`.
 //!
-//! - `GET /clock`: one event a second, forever, with `id:` lines; resumes after `Last-Event-ID`.
+//! - `GET /clock`: one event a second (or every `?interval_ms=N`), forever, with `id:` lines;
+//!   resumes after `Last-Event-ID`.
 //! - `GET|POST /v1/chat`: a sentence streamed one token per 150 ms, then `data: [DONE]`.
 //! - `GET /healthz`: `ok`, for ssegate's health check.
 //!
@@ -50,6 +51,8 @@ async fn main() -> std::io::Result<()> {
 struct Request {
     method: String,
     path: String,
+    /// `interval_ms` from the query string.
+    interval_ms: Option<u64>,
     last_event_id: Option<u64>,
 }
 
@@ -59,7 +62,11 @@ async fn serve(mut socket: TcpStream) -> std::io::Result<()> {
         return Ok(());
     };
     match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/clock") => clock(&mut socket, req.last_event_id.map_or(1, |id| id + 1)).await,
+        ("GET", "/clock") => {
+            let first_id = req.last_event_id.map_or(1, |id| id + 1);
+            let interval = Duration::from_millis(req.interval_ms.unwrap_or(1000).max(1));
+            clock(&mut socket, first_id, interval).await
+        }
         ("GET" | "POST", "/v1/chat") => chat(&mut socket).await,
         (_, "/healthz") => plain(&mut socket, "ok\n").await,
         _ => {
@@ -90,13 +97,12 @@ async fn read_request(socket: &mut TcpStream) -> std::io::Result<Option<Request>
     let mut lines = head.lines();
     let mut first = lines.next().unwrap_or_default().split_whitespace();
     let method = first.next().unwrap_or_default().to_string();
-    let path = first
-        .next()
-        .unwrap_or("/")
-        .split('?')
-        .next()
-        .unwrap_or("/")
-        .to_string();
+    let target = first.next().unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let interval_ms = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("interval_ms="))
+        .and_then(|v| v.parse().ok());
     let header = |name: &str| {
         head.lines()
             .filter_map(|l| l.split_once(':'))
@@ -117,7 +123,8 @@ async fn read_request(socket: &mut TcpStream) -> std::io::Result<Option<Request>
     }
     Ok(Some(Request {
         method,
-        path,
+        path: path.to_string(),
+        interval_ms,
         last_event_id: header("last-event-id").and_then(|v| v.parse().ok()),
     }))
 }
@@ -146,7 +153,7 @@ async fn send_chunk(socket: &mut TcpStream, data: &str) -> std::io::Result<()> {
         .await
 }
 
-async fn clock(socket: &mut TcpStream, first_id: u64) -> std::io::Result<()> {
+async fn clock(socket: &mut TcpStream, first_id: u64, interval: Duration) -> std::io::Result<()> {
     start_stream(socket).await?;
     for id in first_id.. {
         let now = SystemTime::now()
@@ -158,7 +165,7 @@ async fn clock(socket: &mut TcpStream, first_id: u64) -> std::io::Result<()> {
             &format!("id: {id}\ndata: {{\"unix_time\": {now}}}\n\n"),
         )
         .await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(interval).await;
     }
     Ok(())
 }
