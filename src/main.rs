@@ -79,12 +79,13 @@ fn main() -> ExitCode {
 }
 
 fn build_server(cli: &Cli, mut config: Config) -> Result<(Server, Reloader), String> {
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config, None)));
+    metrics::set_info(&config.sha256);
+    let reloader = Reloader::new(&config, gateway.clone());
+
     let server_conf = std::mem::take(&mut config.server);
     let mut server = Server::new_with_opt_and_conf(cli.pingora_opt(), server_conf);
     server.bootstrap();
-
-    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config, None)));
-    metrics::set_info(&config.sha256);
 
     // The config always sets it (ssegate's default is 30 s); Pingora's own default is 300 s.
     let grace_period =
@@ -117,5 +118,5 @@ fn build_server(cli: &Cli, mut config: Config) -> Result<(Server, Reloader), Str
     server.add_service(background_service("drain", drain_service));
     let health_checks = HealthCheckService::new(gateway.clone());
     server.add_service(background_service("health checks", health_checks));
-    Ok((server, Reloader::new(&config, gateway)))
+    Ok((server, reloader))
 }

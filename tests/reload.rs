@@ -86,6 +86,11 @@ async fn sighup_applies_a_new_route_and_leaves_open_streams_alone() {
         sha_before,
         "ssegate_config_info follows the file"
     );
+    assert!(
+        !gw.log().contains("take effect with a graceful upgrade"),
+        "only routes and upstreams changed:\n{}",
+        gw.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
