@@ -28,6 +28,7 @@ use crate::headers;
 use crate::metrics::{CloseReason, RouteMetrics};
 use crate::relay;
 use crate::responses;
+use crate::routing;
 use crate::streaming::{self, Stream};
 
 /// Seconds a client is told to wait when a route's stream limit is reached.
@@ -97,6 +98,11 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if routing::has_dot_segments(session.req_header().uri.path()) {
+            let reason = "path with dot segments";
+            responses::send_error(session, 400, None, reason, None).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         ctx.route = ctx.gateway.find(
             headers::request_host(req),

@@ -40,6 +40,18 @@ impl Router {
     }
 }
 
+/// Whether a request path holds a `.` or `..` segment, also percent-encoded (`%2e%2e`). Such a
+/// path could match a prefix route (`/v1/chat/../admin`) and then be resolved by the upstream to
+/// a path outside it, so ssegate refuses it instead of routing it; browsers and HTTP clients
+/// never send one.
+pub fn has_dot_segments(path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 /// Sort key: larger is more specific.
 fn specificity(r: &Route) -> (u8, usize, u8, bool) {
     let (exact, len) = match &r.path {
@@ -270,6 +282,30 @@ mod tests {
             route("second", None, prefix("/x"), None),
         ];
         assert_eq!(names(&routes)(None, "/x", "GET"), Some("first".into()));
+    }
+
+    #[test]
+    fn dot_segments_are_found_plain_and_encoded() {
+        for path in [
+            "/v1/chat/../admin",
+            "/./x",
+            "/a/%2e%2e/b",
+            "/a/%2E./b",
+            "/a/.%2e",
+            "/..",
+        ] {
+            assert!(has_dot_segments(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/v1/chat",
+            "/a.b/c",
+            "/..a/b",
+            "/a/b?x=/../",
+            "/file.txt",
+        ] {
+            assert!(!has_dot_segments(path), "{path}");
+        }
     }
 
     #[test]

@@ -104,3 +104,25 @@ async fn no_matching_route_is_a_plain_text_404() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_cannot_escape_a_prefix_route() {
+    let api = text_upstream("api").await;
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  api:\n    peers: [{}]\nroutes:\n  - {{ name: api, match: {{ path_prefix: /api }}, upstream: api }}\n",
+        api.addr
+    ))
+    .await;
+    for path in [
+        "/api/../admin",
+        "/api/%2e%2e/admin",
+        "/api/%2E%2e/admin",
+        "/api/./x",
+    ] {
+        let resp = client::get(gw.addr, path).await.unwrap();
+        assert_eq!(resp.status, 400, "{path}");
+        assert!(resp.text().await.unwrap().contains("dot segments"));
+    }
+    assert!(api.proxied().is_empty(), "nothing reached the upstream");
+    assert_eq!(client::get(gw.addr, "/api/ok").await.unwrap().status, 200);
+}
