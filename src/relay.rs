@@ -25,7 +25,8 @@ use bytes::Bytes;
 use pingora_core::connectors::http::Connector as HttpConnector;
 use pingora_core::protocols::http::client::HttpSession as UpstreamSession;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, OkOrErr, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, OkOrErr, Result};
+use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
@@ -56,9 +57,7 @@ pub async fn run(
     arrived: Instant,
     out: &mut Served,
 ) -> Result<()> {
-    let (mut upstream, peer) = connect(connector, session, route, out).await?;
-    send_request(session, &mut upstream).await?;
-    let mut resp = read_response_header(&mut upstream).await?;
+    let (mut upstream, peer, mut resp) = exchange(connector, session, route, out).await?;
     let head_request = session.req_header().method == http::Method::HEAD;
 
     if !streaming::is_stream(&resp, true) {
@@ -86,13 +85,54 @@ pub async fn run(
     Ok(())
 }
 
-/// Connects to a healthy peer, trying each peer at most once.
+/// How many pooled connections a request may find closed by the upstream before it uses a new
+/// one.
+const STALE_POOLED_RETRIES: usize = 2;
+
+/// Sends the request and reads the response header. A pooled connection that the upstream had
+/// already closed fails before any response; then a request without a body is sent again, as
+/// Pingora's proxy does, rather than failing the client.
+async fn exchange(
+    connector: &HttpConnector,
+    session: &mut Session,
+    route: &RouteEntry,
+    out: &mut Served,
+) -> Result<(UpstreamSession, HttpPeer, ResponseHeader)> {
+    let mut retries = 0;
+    loop {
+        let (mut upstream, peer, reused) = connect(connector, session, route, out).await?;
+        let sent = send_request(session, &mut upstream).await;
+        let response = match sent {
+            Ok(()) => read_response_header(&mut upstream).await,
+            Err(e) => Err(e),
+        };
+        match response {
+            Ok(resp) => return Ok((upstream, peer, resp)),
+            Err(e)
+                if reused
+                    && retries < STALE_POOLED_RETRIES
+                    && *e.esource() == ErrorSource::Upstream
+                    && session.is_body_empty() =>
+            {
+                log::debug!(
+                    "route {}: pooled connection failed, retrying: {e}",
+                    route.config.name
+                );
+                retries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Connects to a healthy peer, trying each peer at most once. The flag says whether the
+/// connection came from the pool.
 async fn connect(
     connector: &HttpConnector,
     session: &Session,
     route: &RouteEntry,
     out: &mut Served,
-) -> Result<(UpstreamSession, HttpPeer)> {
+) -> Result<(UpstreamSession, HttpPeer, bool)> {
     let key = client_key(session);
     let timeout = route.config.sse.as_ref().and_then(|s| s.idle_timeout);
     let mut last_error = Error::explain(NO_HEALTHY_PEER, "every peer is unhealthy");
@@ -103,11 +143,11 @@ async fn connect(
         out.peer = Some(addr);
         let peer = route.upstream.http_peer(addr, Some(timeout));
         match connector.get_http_session(&peer).await {
-            Ok((mut upstream, _reused)) => {
+            Ok((mut upstream, reused)) => {
                 // The connector leaves per-request timeouts to its caller, as Pingora's proxy does.
                 upstream.set_read_timeout(peer.options.read_timeout);
                 upstream.set_write_timeout(peer.options.write_timeout);
-                return Ok((upstream, peer));
+                return Ok((upstream, peer, reused));
             }
             Err(e) => {
                 log::warn!(
@@ -158,9 +198,7 @@ async fn send_request(session: &mut Session, upstream: &mut UpstreamSession) -> 
 }
 
 /// Reads the final response header, skipping informational (1xx) ones.
-async fn read_response_header(
-    upstream: &mut UpstreamSession,
-) -> Result<pingora_http::ResponseHeader> {
+async fn read_response_header(upstream: &mut UpstreamSession) -> Result<ResponseHeader> {
     loop {
         upstream
             .read_response_header()

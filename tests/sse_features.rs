@@ -256,3 +256,21 @@ async fn drain_waits_for_the_event_in_flight_to_complete() {
     );
     gw.wait_exit(Duration::from_secs(8)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_upstream_closed_is_retried_not_failed() {
+    let upstream = Upstream::start(Behavior::TextOncePerConnection("fine".into())).await;
+    let gw = Gateway::start(&route(&upstream, "true")).await;
+    for i in 0..5 {
+        let resp = client::get(gw.addr, "/").await.unwrap();
+        assert_eq!(resp.status, 200, "request {i}");
+        assert_eq!(resp.text().await.unwrap(), "fine");
+    }
+    // Requests 2 to 5 each found their pooled connection closed and were sent again.
+    assert_eq!(upstream.proxied().len(), 5);
+    assert_eq!(
+        upstream.closed().len(),
+        4,
+        "a pooled connection was reused each time"
+    );
+}

@@ -31,6 +31,9 @@ pub enum Behavior {
     Resumable { interval: Duration },
     /// `200 OK` with this plain-text body.
     Text(String),
+    /// Like `Text`, but a second request on the same connection finds it closed, as when an
+    /// upstream closes an idle keep-alive connection just as a proxy reuses it.
+    TextOncePerConnection(String),
     /// Reads the request and never answers.
     Silent,
 }
@@ -123,8 +126,13 @@ impl Upstream {
         socket.set_nodelay(true).ok();
         self.state.lock().unwrap().open += 1;
         let mut buf = Vec::new();
+        let mut served = 0;
         // Keep-alive: serve requests until the peer closes or a stream ends the connection.
         while let Some(req) = read_request(&mut socket, &mut buf).await {
+            served += 1;
+            if served > 1 && matches!(behavior, Behavior::TextOncePerConnection(_)) {
+                break;
+            }
             let is_health = req.target == "/healthz";
             let last_event_id = req.header("last-event-id").and_then(|v| v.parse().ok());
             self.state.lock().unwrap().requests.push(req);
@@ -287,7 +295,9 @@ async fn respond(
             }
             Ok(())
         }
-        Behavior::Text(body) => respond_text(socket, 200, body).await,
+        Behavior::Text(body) | Behavior::TextOncePerConnection(body) => {
+            respond_text(socket, 200, body).await
+        }
         Behavior::Silent => {
             // Hold the connection without answering until the peer closes it.
             let mut sink = [0u8; 1024];
