@@ -73,7 +73,10 @@ impl BackgroundService for DrainService {
             "draining: open streams end within {:.1}s",
             self.window.as_secs_f64()
         );
-        let _ = self.tx.send(Some(Instant::now() + self.window));
+        // A grace period too long to add to the clock means: never end streams early.
+        if let Some(deadline) = Instant::now().checked_add(self.window) {
+            let _ = self.tx.send(Some(deadline));
+        }
     }
 }
 

@@ -52,7 +52,8 @@ pub fn classify(e: &Error) -> Failure {
             Some(UpstreamErrorKind::Reset),
             "upstream closed the connection or sent an invalid response",
         ),
-        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => {
+        // An HTTP/2 client that resets its stream (EventSource.close()) shows up as H2Error.
+        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed | H2Error) => {
             failure(0, None, "client went away")
         }
         (ErrorSource::Downstream, _) => failure(400, None, "malformed request"),

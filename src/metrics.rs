@@ -291,6 +291,11 @@ pub fn set_peer_healthy(upstream: &str, peer: &str, healthy: bool) {
         .set(i64::from(healthy));
 }
 
+/// Drops the health series of a peer that is no longer configured.
+pub fn forget_peer(upstream: &str, peer: &str) {
+    let _ = FAMILIES.peer_healthy.remove_label_values(&[upstream, peer]);
+}
+
 /// Publishes the build version and the config in force (only `sha256` is set to 1).
 pub fn set_info(config_sha256: &str) {
     let f = &*FAMILIES;

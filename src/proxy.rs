@@ -155,9 +155,9 @@ impl ProxyHttp for Proxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no route"))?;
         let addr = route
             .upstream
-            .select(&client_key(session))
+            .select(&client_key(session), &[])
             .ok_or_else(|| Error::explain(NO_HEALTHY_PEER, "every peer is unhealthy"))?;
-        let peer = route.upstream.http_peer(addr, None);
+        let peer = route.upstream.http_peer(addr);
         ctx.served.peer = Some(addr);
         Ok(Box::new(peer))
     }

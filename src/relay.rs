@@ -62,7 +62,7 @@ pub async fn run(
 
     if !streaming::is_stream(&resp, true) {
         streaming::frame_unframed(&mut resp, head_request)?;
-        session.write_response_header(Box::new(resp), false).await?;
+        header_to_client(session, resp).await?;
         copy_body(session, &mut upstream).await?;
         connector
             .release_http_session(upstream, &peer, Some(POOL_IDLE_TIMEOUT))
@@ -72,7 +72,7 @@ pub async fn run(
 
     streaming::prepare_response(&mut resp)?;
     streaming::frame_unframed(&mut resp, head_request)?;
-    session.write_response_header(Box::new(resp), false).await?;
+    header_to_client(session, resp).await?;
     let stream = out.stream.insert(Stream::open(&route.metrics, arrived));
     let policy = route.config.sse.clone().unwrap_or_default();
     let reason = pump(session, &mut upstream, stream, &policy, drain).await?;
@@ -112,6 +112,10 @@ async fn exchange(
                 if reused
                     && retries < STALE_POOLED_RETRIES
                     && *e.esource() == ErrorSource::Upstream
+                    && matches!(
+                        e.etype(),
+                        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+                    )
                     && session.is_body_empty() =>
             {
                 log::debug!(
@@ -134,14 +138,14 @@ async fn connect(
     out: &mut Served,
 ) -> Result<(UpstreamSession, HttpPeer, bool)> {
     let key = client_key(session);
-    let timeout = route.config.sse.as_ref().and_then(|s| s.idle_timeout);
+    let mut tried = Vec::new();
     let mut last_error = Error::explain(NO_HEALTHY_PEER, "every peer is unhealthy");
-    for _ in 0..route.upstream.config.peers.len().max(1) {
-        let Some(addr) = route.upstream.select(&key) else {
-            break;
-        };
+    while let Some(addr) = route.upstream.select(&key, &tried) {
+        tried.push(addr);
         out.peer = Some(addr);
-        let peer = route.upstream.http_peer(addr, Some(timeout));
+        // The upstream's read_timeout bounds the wait for the response header; `pump` takes
+        // over the timing of a stream's body.
+        let peer = route.upstream.http_peer(addr);
         match connector.get_http_session(&peer).await {
             Ok((mut upstream, reused)) => {
                 // The connector leaves per-request timeouts to its caller, as Pingora's proxy does.
@@ -166,6 +170,14 @@ async fn send_request(session: &mut Session, upstream: &mut UpstreamSession) -> 
     let mut req = session.req_header().clone();
     headers::to_http11(&mut req)?;
     headers::strip_hop_by_hop(&mut req);
+    // The relay reads the whole body before the upstream answers, so it answers a client's
+    // `Expect: 100-continue` itself instead of forwarding it.
+    if req.remove_header(&http::header::EXPECT).is_some() {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|e| e.into_down())?;
+    }
     headers::add_forwarded(session, &mut req)?;
     let has_body = !session.is_body_empty();
     if has_body
@@ -224,9 +236,26 @@ async fn copy_body(session: &mut Session, upstream: &mut UpstreamSession) -> Res
         .await
         .map_err(|e| e.into_up())?
     {
-        session.write_response_body(Some(chunk), false).await?;
+        to_client(session, Some(chunk), false).await?;
     }
-    session.write_response_body(None, true).await
+    to_client(session, None, true).await
+}
+
+/// Writes the response header to the client; a failure is the client's.
+async fn header_to_client(session: &mut Session, resp: ResponseHeader) -> Result<()> {
+    session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .map_err(|e| e.into_down())
+}
+
+/// Writes body bytes (or the end) to the client; a failure is the client's, so the stream is
+/// counted as `client_gone` (Pingora leaves HTTP/1 write errors without a source).
+async fn to_client(session: &mut Session, data: Option<Bytes>, end: bool) -> Result<()> {
+    session
+        .write_response_body(data, end)
+        .await
+        .map_err(|e| e.into_down())
 }
 
 /// Relays the body of a stream until it ends; returns why it ended.
@@ -265,7 +294,7 @@ async fn pump(
                 chunk = rx.recv() => match chunk {
                     Some((read_at, Ok(Some(data)))) => {
                         stream.chunk_arrived(read_at, data.len());
-                        session.write_response_body(Some(data.clone()), false).await?;
+                        to_client(session, Some(data.clone()), false).await?;
                         stream.chunk_sent(&data);
                         last_write = Instant::now();
                         last_upstream = last_write;
@@ -274,23 +303,21 @@ async fn pump(
                         }
                     }
                     Some((_, Ok(None))) | None => {
-                        session.write_response_body(None, true).await?;
+                        to_client(session, None, true).await?;
                         return Ok(CloseReason::UpstreamEnd);
                     }
                     Some((_, Err(e))) => return Err(e.into_up()),
                 },
                 _ = sleep_until(heartbeat_at.unwrap_or(far_future()).into()),
                     if heartbeat_at.is_some() && stream.at_boundary() => {
-                    session
-                        .write_response_body(Some(Bytes::from_static(HEARTBEAT)), false)
-                        .await?;
+                    to_client(session, Some(Bytes::from_static(HEARTBEAT)), false).await?;
                     stream.heartbeat_sent();
                     last_write = Instant::now();
                 }
                 _ = sleep_until(idle_at.unwrap_or(far_future()).into()), if idle_at.is_some() => {
                     // The upstream went quiet: end the response cleanly. An event it left half
                     // sent is discarded by the client, which reconnects with its last id.
-                    session.write_response_body(None, true).await?;
+                    to_client(session, None, true).await?;
                     return Ok(CloseReason::IdleTimeout);
                 }
                 deadline = drain.deadline(), if drain_deadline.is_none() => {
@@ -320,8 +347,8 @@ async fn pump(
 /// Ends a stream during a drain: a `retry:` line, then the end of the response.
 async fn end_with_retry(session: &mut Session) -> Result<CloseReason> {
     let retry = Bytes::from(drain::retry_block());
-    session.write_response_body(Some(retry), false).await?;
-    session.write_response_body(None, true).await?;
+    to_client(session, Some(retry), false).await?;
+    to_client(session, None, true).await?;
     Ok(CloseReason::Drain)
 }
 

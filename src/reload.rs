@@ -51,7 +51,9 @@ impl Reloader {
                 self.path.display()
             );
         }
-        let next = Gateway::new(&config, Some(&self.gateway.load()));
+        let previous = self.gateway.load_full();
+        let next = Gateway::new(&config, Some(&previous));
+        forget_removed_peers(&previous, &next);
         self.gateway.store(Arc::new(next));
         metrics::set_info(&config.sha256);
         metrics::config_reloaded(true);
@@ -67,4 +69,26 @@ fn fixed_settings(config: &Config) -> String {
         config.metrics_address,
         config.server.to_yaml()
     )
+}
+
+/// Drops the health series of peers that the new table no longer has, so a peer removed while
+/// unhealthy does not keep an alert firing.
+fn forget_removed_peers(previous: &Gateway, next: &Gateway) {
+    let peers = |g: &Gateway| -> Vec<(String, String)> {
+        g.pools()
+            .iter()
+            .flat_map(|p| {
+                p.config
+                    .peers
+                    .iter()
+                    .map(|peer| (p.config.name.clone(), peer.to_string()))
+            })
+            .collect()
+    };
+    let kept = peers(next);
+    for (upstream, peer) in peers(previous) {
+        if !kept.contains(&(upstream.clone(), peer.clone())) {
+            metrics::forget_peer(&upstream, &peer);
+        }
+    }
 }

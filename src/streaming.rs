@@ -17,9 +17,9 @@
 //! - Compression holds events until the stream ends. ssegate enables no response compression.
 //! - Proxies in front of ssegate may buffer too: ssegate sets `X-Accel-Buffering: no` and adds
 //!   `Cache-Control: no-cache` if the upstream gave none.
-//! - Upstream read timeouts cut quiet streams: on a marked route the per-read timeout is the
-//!   route's `idle_timeout` (none by default) instead of the upstream's `read_timeout`
-//!   (see [`crate::upstreams::UpstreamPool::http_peer`]).
+//! - Upstream read timeouts cut quiet streams: on a marked route the body of a stream is timed
+//!   by the route's `idle_timeout` (none by default) instead of the upstream's `read_timeout`
+//!   (see [`crate::relay`]).
 //!
 //! A response is a stream when its `Content-Type` is `text/event-stream`, or when its route is
 //! marked `sse` and it is a success.

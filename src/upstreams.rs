@@ -73,28 +73,26 @@ impl UpstreamPool {
         }
     }
 
-    /// A healthy peer, or `None` when every peer is unhealthy. `key` is hashed by
-    /// `consistent_hash` and ignored by the other strategies.
-    pub fn select(&self, key: &[u8]) -> Option<SocketAddr> {
+    /// A healthy peer other than those in `tried`, or `None` when there is none. `key` is hashed
+    /// by `consistent_hash` and ignored by the other strategies.
+    pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let accept = |b: &Backend, healthy: bool| {
+            healthy && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
+        };
         let backend = match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.select(key, MAX_SELECT_ITERATIONS),
-            Balancer::Random(lb) => lb.select(key, MAX_SELECT_ITERATIONS),
-            Balancer::Consistent(lb) => lb.select(key, MAX_SELECT_ITERATIONS),
+            Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+            Balancer::Random(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+            Balancer::Consistent(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
         }?;
         backend.addr.as_inet().copied()
     }
 
-    /// The peer to connect to for one request. `stream_read_timeout` is `Some` on routes marked
-    /// SSE: it replaces the upstream's `read_timeout` (and `Some(None)` means no timeout).
-    pub fn http_peer(
-        &self,
-        addr: SocketAddr,
-        stream_read_timeout: Option<Option<Duration>>,
-    ) -> HttpPeer {
+    /// The peer to connect to for one request, with the upstream's timeouts.
+    pub fn http_peer(&self, addr: SocketAddr) -> HttpPeer {
         let c = &self.config;
         let mut peer = HttpPeer::new(addr, c.tls.is_some(), c.tls.clone().unwrap_or_default());
         peer.options.connection_timeout = Some(c.connect_timeout);
-        peer.options.read_timeout = stream_read_timeout.unwrap_or(Some(c.read_timeout));
+        peer.options.read_timeout = Some(c.read_timeout);
         // Strip hop-by-hop headers and forward no protocol upgrade (SPEC §4).
         peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
         peer
@@ -205,6 +203,8 @@ fn health_check(u: &Upstream, hc: &HealthCheck) -> Box<dyn PingoraHealthCheck + 
                 sni.as_str()
             };
             let mut check = HttpHealthCheck::new(host, u.tls.is_some());
+            // Verify the peers as proxied requests do: with the upstream's `sni`, if any.
+            check.peer_template.sni = sni.clone();
             if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
                 // Both values are fixed ASCII, so these cannot fail.
                 let _ = req.insert_header("Host", host);

@@ -141,9 +141,9 @@ async fn errors_on_marked_routes_get_the_same_statuses() {
     let dead = format!("127.0.0.1:{}", common::free_port());
     let silent = Upstream::start(Behavior::Silent).await;
     let gw = Gateway::start(&format!(
-        "upstreams:\n  dead:\n    peers: [{dead}]\n  silent:\n    peers: [{}]\n\
+        "upstreams:\n  dead:\n    peers: [{dead}]\n  silent:\n    peers: [{}]\n    read_timeout: 500ms\n\
          routes:\n  - {{ name: dead, match: {{ path_prefix: /dead }}, upstream: dead, sse: true }}\n  \
-         - {{ name: silent, match: {{ path_prefix: /silent }}, upstream: silent, sse: {{ idle_timeout: 500ms }} }}\n",
+         - {{ name: silent, match: {{ path_prefix: /silent }}, upstream: silent, sse: {{ idle_timeout: 1h }} }}\n",
         silent.addr
     ))
     .await;
@@ -273,4 +273,23 @@ async fn a_pooled_connection_the_upstream_closed_is_retried_not_failed() {
         4,
         "a pooled connection was reused each time"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_fails_over_from_a_dead_peer() {
+    let alive = Upstream::start(Behavior::Text("alive".into())).await;
+    let dead = format!("127.0.0.1:{}", common::free_port());
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  events:\n    peers: [{dead}, {}]\n    balance: consistent_hash\n\
+         routes:\n  - {{ name: events, match: {{ path_prefix: / }}, upstream: events, sse: true }}\n",
+        alive.addr
+    ))
+    .await;
+    for _ in 0..4 {
+        let resp = client::get(gw.addr, "/").await.unwrap();
+        assert_eq!(
+            resp.status, 200,
+            "the live peer answers whatever the hash picks"
+        );
+    }
 }

@@ -22,8 +22,16 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "h" => Duration::from_secs(n.saturating_mul(3600)),
         _ => return Err(expected()),
     };
+    if duration > MAX {
+        return Err(format!(
+            "duration `{text}` is too long: at most 8760h (a year)"
+        ));
+    }
     Ok(duration)
 }
+
+/// Longer timers are a mistake, and far-future deadlines would overflow `Instant`.
+const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[cfg(test)]
 mod tests {
@@ -35,6 +43,13 @@ mod tests {
         assert_eq!(parse("15s"), Ok(Duration::from_secs(15)));
         assert_eq!(parse("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn rejects_durations_over_a_year() {
+        assert_eq!(parse("8760h"), Ok(Duration::from_secs(365 * 24 * 3600)));
+        assert!(parse("8761h").is_err());
+        assert!(parse("18446744073709551615s").is_err());
     }
 
     #[test]
