@@ -92,16 +92,8 @@ impl Response {
             .and_then(|l| l.split(' ').nth(1))
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let find = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
+        let headers = super::parse_headers(lines);
+        let find = |name: &str| super::find_header(&headers, name).map(str::to_string);
         let framing = if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
             Framing::Chunked
         } else if let Some(len) = find("content-length").and_then(|v| v.parse().ok()) {
@@ -122,10 +114,7 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        super::find_header(&self.headers, name)
     }
 
     async fn fill(&mut self) -> std::io::Result<bool> {

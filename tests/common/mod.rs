@@ -29,6 +29,22 @@ pub fn micros_since_epoch() -> u64 {
     epoch().elapsed().as_micros() as u64
 }
 
+/// The header lines of an HTTP head, as lower-cased names and trimmed values, in order.
+pub fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+/// The first value of header `name` (lower-case).
+pub fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// Polls `check` until it is true or `timeout` passes; returns whether it became true.
 pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

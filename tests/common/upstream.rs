@@ -52,10 +52,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        super::find_header(&self.headers, name)
     }
 }
 
@@ -167,16 +164,8 @@ async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recor
     let method = first.next()?.to_string();
     let target = first.next()?.to_string();
     let version = first.next()?.to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let headers = super::parse_headers(lines);
+    let header = |name: &str| super::find_header(&headers, name).map(str::to_string);
     let body = if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
         while buf.len() < len {
             read_more(socket, buf).await?;
