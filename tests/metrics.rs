@@ -34,7 +34,7 @@ async fn counters_gauges_and_histograms_match_the_traffic_sent() {
         end: true,
     })
     .await;
-    let dead = format!("127.0.0.1:{}", common::free_port());
+    let dead = common::dead_peer();
     let gw = Gateway::start(&format!(
         "upstreams:\n  events:\n    peers: [{}]\n  dead:\n    peers: [{dead}]\n\
          routes:\n  - {{ name: stream, match: {{ path_prefix: /events }}, upstream: events, sse: true }}\n  \

@@ -141,19 +141,14 @@ async fn traffic(gw: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_ssegate_and_every_dashboard_query_has_data() {
-    let endless = Upstream::start(Behavior::Sse {
-        interval: Duration::from_millis(100),
-        count: None,
-        end: false,
-    })
-    .await;
+    let endless = Upstream::start(Behavior::endless(Duration::from_millis(100))).await;
     let finite = Upstream::start(Behavior::Sse {
         interval: Duration::from_millis(20),
         count: Some(3),
         end: true,
     })
     .await;
-    let dead = format!("127.0.0.1:{}", common::free_port());
+    let dead = common::dead_peer();
     let gw = Gateway::start(&format!(
         "upstreams:\n  endless:\n    peers: [{}]\n    health_check: {{ interval: 1s }}\n  \
          finite:\n    peers: [{}]\n  dead:\n    peers: [{dead}]\n\

@@ -36,12 +36,7 @@ async fn read_on(streams: &mut [Response], last_ids: &mut [u64], n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_a_new_route_and_leaves_open_streams_alone() {
-    let events = Upstream::start(Behavior::Sse {
-        interval: Duration::from_millis(50),
-        count: None,
-        end: false,
-    })
-    .await;
+    let events = Upstream::start(Behavior::endless(Duration::from_millis(50))).await;
     let added = Upstream::start(Behavior::Text("added".into())).await;
     let gw = Gateway::start(&config(&events)).await;
     let sha_before = config_sha(&gw).await;
@@ -95,12 +90,7 @@ async fn sighup_applies_a_new_route_and_leaves_open_streams_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_broken_config_changes_nothing_and_says_why() {
-    let events = Upstream::start(Behavior::Sse {
-        interval: Duration::from_millis(50),
-        count: None,
-        end: false,
-    })
-    .await;
+    let events = Upstream::start(Behavior::endless(Duration::from_millis(50))).await;
     let mut gw = Gateway::start(&config(&events)).await;
     let sha_before = config_sha(&gw).await;
     let mut stream = client::get(gw.addr, "/events").await.unwrap();

@@ -138,7 +138,7 @@ async fn idle_timeout_ends_the_stream_despite_heartbeats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_on_marked_routes_get_the_same_statuses() {
-    let dead = format!("127.0.0.1:{}", common::free_port());
+    let dead = common::dead_peer();
     let silent = Upstream::start(Behavior::Silent).await;
     let gw = Gateway::start(&format!(
         "upstreams:\n  dead:\n    peers: [{dead}]\n  silent:\n    peers: [{}]\n    read_timeout: 500ms\n\
@@ -278,7 +278,7 @@ async fn a_pooled_connection_the_upstream_closed_is_retried_not_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_fails_over_from_a_dead_peer() {
     let alive = Upstream::start(Behavior::Text("alive".into())).await;
-    let dead = format!("127.0.0.1:{}", common::free_port());
+    let dead = common::dead_peer();
     let gw = Gateway::start(&format!(
         "upstreams:\n  events:\n    peers: [{dead}, {}]\n    balance: consistent_hash\n\
          routes:\n  - {{ name: events, match: {{ path_prefix: / }}, upstream: events, sse: true }}\n",

@@ -131,12 +131,7 @@ async fn length_framed_event_stream_is_reframed_and_streamed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_closes_the_upstream_connection_within_a_second() {
-    let upstream = Upstream::start(Behavior::Sse {
-        interval: Duration::from_secs(5),
-        count: None,
-        end: false,
-    })
-    .await;
+    let upstream = Upstream::start(Behavior::endless(Duration::from_secs(5))).await;
     let gw = Gateway::start(&config(&upstream, "    sse: true")).await;
     let mut resp = client::get(gw.addr, "/events").await.unwrap();
     resp.next_event().await.unwrap().expect("first event");
@@ -209,12 +204,7 @@ async fn marked_route_has_no_read_timeout_for_quiet_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_limit_answers_503_with_retry_after_and_frees_slots() {
-    let upstream = Upstream::start(Behavior::Sse {
-        interval: Duration::from_secs(5),
-        count: None,
-        end: false,
-    })
-    .await;
+    let upstream = Upstream::start(Behavior::endless(Duration::from_secs(5))).await;
     let gw = Gateway::start(&config(&upstream, "    sse: { max_streams: 3 }")).await;
     let mut open = Vec::new();
     for _ in 0..3 {

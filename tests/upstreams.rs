@@ -9,11 +9,6 @@ use common::client;
 use common::gateway::Gateway;
 use common::upstream::{Behavior, Upstream};
 
-/// An address with nothing listening on it.
-fn dead_peer() -> String {
-    format!("127.0.0.1:{}", common::free_port())
-}
-
 fn single_route(peers: &str, upstream_extra: &str) -> String {
     format!(
         "upstreams:\n  app:\n    peers: [{peers}]\n{upstream_extra}\
@@ -23,7 +18,7 @@ fn single_route(peers: &str, upstream_extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_refused_is_a_502_that_names_no_address() {
-    let peer = dead_peer();
+    let peer = common::dead_peer();
     let gw = Gateway::start(&single_route(&peer, "")).await;
     let resp = client::get(gw.addr, "/x").await.unwrap();
     assert_eq!(resp.status, 502);
@@ -59,7 +54,7 @@ async fn no_answer_within_read_timeout_is_a_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_peer_unhealthy_is_a_503() {
-    let peers = format!("{}, {}", dead_peer(), dead_peer());
+    let peers = format!("{}, {}", common::dead_peer(), common::dead_peer());
     let gw = Gateway::start(&single_route(
         &peers,
         "    health_check: { interval: 200ms }\n",

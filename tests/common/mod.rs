@@ -18,6 +18,11 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
+/// An address with nothing listening on it.
+pub fn dead_peer() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
 /// A process-wide time origin, so the upstream can stamp events and the client can measure
 /// how long each took to arrive.
 pub fn epoch() -> Instant {

@@ -73,6 +73,17 @@ pub struct Upstream {
     state: Arc<Mutex<State>>,
 }
 
+impl Behavior {
+    /// An SSE stream that never ends, one event every `interval`.
+    pub fn endless(interval: Duration) -> Behavior {
+        Behavior::Sse {
+            interval,
+            count: None,
+            end: false,
+        }
+    }
+}
+
 impl Upstream {
     pub async fn start(behavior: Behavior) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
