@@ -4,24 +4,6 @@
 //! service on the configured listeners, the Prometheus service, and background services for
 //! health checks and the drain of streams at shutdown; SIGHUP reloads the routes in place.
 
-mod access_log;
-mod cli;
-mod config;
-mod drain;
-mod events;
-mod failure;
-mod gateway;
-mod headers;
-mod metrics;
-mod proxy;
-mod relay;
-mod reload;
-mod responses;
-mod routing;
-mod signals;
-mod streaming;
-mod upstreams;
-
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,21 +15,21 @@ use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_proxy::http_proxy_service_with_name;
 
-use crate::cli::Cli;
-use crate::config::Config;
-use crate::drain::DrainService;
-use crate::gateway::Gateway;
-use crate::proxy::Proxy;
-use crate::reload::Reloader;
-use crate::signals::SignalWatch;
-use crate::upstreams::HealthCheckService;
+use ssegate::cli::Cli;
+use ssegate::config::Config;
+use ssegate::drain::DrainService;
+use ssegate::gateway::Gateway;
+use ssegate::proxy::Proxy;
+use ssegate::reload::Reloader;
+use ssegate::signals::SignalWatch;
+use ssegate::upstreams::HealthCheckService;
 
 fn main() -> ExitCode {
-    signals::ignore_hangup_until_ready();
+    ssegate::signals::ignore_hangup_until_ready();
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
-    let config = match config::load(&cli.conf) {
+    let config = match ssegate::config::load(&cli.conf) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
@@ -80,7 +62,7 @@ fn main() -> ExitCode {
 
 fn build_server(cli: &Cli, mut config: Config) -> Result<(Server, Reloader), String> {
     let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config, None)));
-    metrics::set_info(&config.sha256);
+    ssegate::metrics::set_info(&config.sha256);
     let reloader = Reloader::new(&config, gateway.clone());
 
     let server_conf = std::mem::take(&mut config.server);

@@ -1,0 +1,22 @@
+//! ssegate as a library: the modules the `ssegate` binary assembles into a server.
+//!
+//! The binary (`main.rs`) is the only real consumer; the library exists so that fuzz targets and
+//! benchmarks can reach the config loader and the SSE event scanner directly.
+
+pub mod access_log;
+pub mod cli;
+pub mod config;
+pub mod drain;
+pub mod events;
+pub mod failure;
+pub mod gateway;
+pub mod headers;
+pub mod metrics;
+pub mod proxy;
+pub mod relay;
+pub mod reload;
+pub mod responses;
+pub mod routing;
+pub mod signals;
+pub mod streaming;
+pub mod upstreams;
