@@ -1,0 +1,3 @@
+//! sse-load: benchmark load tool for ssegate (being built).
+
+fn main() {}
