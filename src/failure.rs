@@ -52,10 +52,13 @@ pub fn classify(e: &Error) -> Failure {
             Some(UpstreamErrorKind::Reset),
             "upstream closed the connection or sent an invalid response",
         ),
-        // An HTTP/2 client that resets its stream (EventSource.close()) shows up as H2Error.
-        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed | H2Error) => {
-            failure(0, None, "client went away")
-        }
+        // An HTTP/2 client that resets its stream (EventSource.close()) shows up as H2Error; a
+        // client that stops reading until the write timeout is as good as gone.
+        (
+            ErrorSource::Downstream,
+            ReadError | WriteError | WriteTimedout | ConnectionClosed | H2Error,
+        ) => failure(0, None, "client went away"),
+        (ErrorSource::Downstream, ReadTimedout) => failure(408, None, "request timed out"),
         (ErrorSource::Downstream, _) => failure(400, None, "malformed request"),
         (ErrorSource::Internal | ErrorSource::Unset, _) => failure(500, None, "internal error"),
     }

@@ -100,7 +100,7 @@ pub struct MatchFile {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "`sse` must be true, false, or a map with heartbeat, idle_timeout, max_streams"
+    expecting = "`sse` must be true, false, or a map with heartbeat, idle_timeout, write_timeout, max_streams"
 )]
 pub enum SseFile {
     Enabled(bool),
@@ -114,6 +114,8 @@ pub struct SseOptionsFile {
     pub heartbeat: Option<String>,
     #[serde(default)]
     pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub write_timeout: Option<String>,
     #[serde(default)]
     pub max_streams: Option<u64>,
 }

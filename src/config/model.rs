@@ -92,11 +92,28 @@ pub enum PathMatch {
 }
 
 /// The `sse:` options of a marked route.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SsePolicy {
     pub heartbeat: Option<Duration>,
     pub idle_timeout: Option<Duration>,
+    /// How long one write to the client may wait for it to accept data; a client that reads
+    /// nothing for this long is dropped rather than holding its stream and upstream forever.
+    pub write_timeout: Duration,
     pub max_streams: Option<u64>,
+}
+
+/// How long a write to a client may block, when a route does not say: nginx's `send_timeout`.
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for SsePolicy {
+    fn default() -> Self {
+        SsePolicy {
+            heartbeat: None,
+            idle_timeout: None,
+            write_timeout: DEFAULT_CLIENT_WRITE_TIMEOUT,
+            max_streams: None,
+        }
+    }
 }
 
 impl Config {

@@ -12,7 +12,7 @@ use super::file::{ConfigFile, ListenerFile, RouteFile, SseFile, UpstreamFile};
 use super::locate::{Locator, Position};
 use super::model::{
     Balance, Config, HealthCheck, HostMatch, Listener, ListenerTls, PathMatch, Route, SsePolicy,
-    Upstream,
+    Upstream, DEFAULT_CLIENT_WRITE_TIMEOUT,
 };
 use super::{duration, Problem};
 
@@ -494,6 +494,12 @@ impl Validator {
                 &format!("{base}.sse.idle_timeout"),
                 options.idle_timeout.as_deref(),
             ),
+            write_timeout: self
+                .optional_duration(
+                    &format!("{base}.sse.write_timeout"),
+                    options.write_timeout.as_deref(),
+                )
+                .unwrap_or(DEFAULT_CLIENT_WRITE_TIMEOUT),
             max_streams: options.max_streams,
         })
     }

@@ -36,6 +36,26 @@ pub enum Behavior {
     TextOncePerConnection(String),
     /// Reads the request and never answers.
     Silent,
+    /// Raw bytes, each piece after its delay, with no framing added; then `then`. For responses
+    /// no well-behaved server sends.
+    Raw {
+        pieces: Vec<(Duration, Vec<u8>)>,
+        then: RawEnd,
+    },
+    /// An endless chunked `text/event-stream` of `event_size`-byte events written as fast as
+    /// the connection takes them; bytes written are counted (see [`Upstream::sent_bytes`]).
+    Flood { event_size: usize },
+}
+
+/// How a [`Behavior::Raw`] response ends.
+#[derive(Clone, Copy, Debug)]
+pub enum RawEnd {
+    /// Close the connection (FIN).
+    Close,
+    /// Reset the connection (RST).
+    Reset,
+    /// Keep the connection open until the peer closes it.
+    Hold,
 }
 
 /// One request as the upstream saw it.
@@ -65,6 +85,8 @@ struct State {
     open: usize,
     /// Status for `/healthz`.
     health_status: u16,
+    /// Body bytes written by [`Behavior::Flood`] responses.
+    sent_bytes: u64,
 }
 
 #[derive(Clone)]
@@ -126,6 +148,10 @@ impl Upstream {
         self.state.lock().unwrap().open
     }
 
+    pub fn sent_bytes(&self) -> u64 {
+        self.state.lock().unwrap().sent_bytes
+    }
+
     pub fn set_health_status(&self, status: u16) {
         self.state.lock().unwrap().health_status = status;
     }
@@ -148,7 +174,7 @@ impl Upstream {
                 let status = self.state.lock().unwrap().health_status;
                 respond_text(&mut socket, status, "ok").await
             } else {
-                respond(&mut socket, &behavior, last_event_id).await
+                self.respond(&mut socket, &behavior, last_event_id).await
             };
             if result.is_err() {
                 break;
@@ -278,63 +304,90 @@ fn event(n: u64) -> String {
     )
 }
 
-async fn respond(
-    socket: &mut TcpStream,
-    behavior: &Behavior,
-    last_event_id: Option<u64>,
-) -> std::io::Result<()> {
-    match behavior {
-        Behavior::Resumable { interval } => {
-            write_stream_head(socket).await?;
-            for n in last_event_id.unwrap_or(0) + 1.. {
-                let e = event(n);
-                socket
-                    .write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
-                    .await?;
-                wait_unless_closed(socket, *interval).await?;
+impl Upstream {
+    async fn respond(
+        &self,
+        socket: &mut TcpStream,
+        behavior: &Behavior,
+        last_event_id: Option<u64>,
+    ) -> std::io::Result<()> {
+        match behavior {
+            Behavior::Raw { pieces, then } => {
+                for (delay, piece) in pieces {
+                    wait_unless_closed(socket, *delay).await?;
+                    socket.write_all(piece).await?;
+                }
+                match then {
+                    RawEnd::Close => Err(std::io::ErrorKind::ConnectionAborted.into()),
+                    RawEnd::Reset => {
+                        // Linger 0: closing sends RST instead of FIN.
+                        socket.set_zero_linger()?;
+                        Err(std::io::ErrorKind::ConnectionReset.into())
+                    }
+                    RawEnd::Hold => finish_stream(socket, false).await,
+                }
             }
-            Ok(())
-        }
-        Behavior::Text(body) | Behavior::TextOncePerConnection(body) => {
-            respond_text(socket, 200, body).await
-        }
-        Behavior::Silent => {
-            // Hold the connection without answering until the peer closes it.
-            let mut sink = [0u8; 1024];
-            while socket.read(&mut sink).await? > 0 {}
-            Err(std::io::ErrorKind::ConnectionAborted.into())
-        }
-        Behavior::Sse {
-            interval,
-            count,
-            end,
-        } => {
-            write_stream_head(socket).await?;
-            let mut n = 1;
-            while count.is_none_or(|c| n <= c) {
-                let e = event(n);
-                socket
-                    .write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
-                    .await?;
-                n += 1;
-                wait_unless_closed(socket, *interval).await?;
+            Behavior::Flood { event_size } => {
+                write_stream_head(socket).await?;
+                let data = "x".repeat(event_size.saturating_sub(8));
+                let e = format!("data: {data}\n\n");
+                let chunk = format!("{:x}\r\n{e}\r\n", e.len());
+                loop {
+                    socket.write_all(chunk.as_bytes()).await?;
+                    self.state.lock().unwrap().sent_bytes += chunk.len() as u64;
+                }
             }
-            finish_stream(socket, *end).await
-        }
-        Behavior::Script { pieces, end } => {
-            write_stream_head(socket).await?;
-            for (delay, piece) in pieces {
-                wait_unless_closed(socket, *delay).await?;
-                socket
-                    .write_all(format!("{:x}\r\n{piece}\r\n", piece.len()).as_bytes())
-                    .await?;
+            Behavior::Resumable { interval } => {
+                write_stream_head(socket).await?;
+                for n in last_event_id.unwrap_or(0) + 1.. {
+                    let e = event(n);
+                    socket
+                        .write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
+                        .await?;
+                    wait_unless_closed(socket, *interval).await?;
+                }
+                Ok(())
             }
-            finish_stream(socket, *end).await
-        }
-        Behavior::SseWithLength { interval, count } => {
-            // Every event has the same length, so the total is known up front.
-            let len = event(1).len() as u64 * count;
-            socket
+            Behavior::Text(body) | Behavior::TextOncePerConnection(body) => {
+                respond_text(socket, 200, body).await
+            }
+            Behavior::Silent => {
+                // Hold the connection without answering until the peer closes it.
+                let mut sink = [0u8; 1024];
+                while socket.read(&mut sink).await? > 0 {}
+                Err(std::io::ErrorKind::ConnectionAborted.into())
+            }
+            Behavior::Sse {
+                interval,
+                count,
+                end,
+            } => {
+                write_stream_head(socket).await?;
+                let mut n = 1;
+                while count.is_none_or(|c| n <= c) {
+                    let e = event(n);
+                    socket
+                        .write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
+                        .await?;
+                    n += 1;
+                    wait_unless_closed(socket, *interval).await?;
+                }
+                finish_stream(socket, *end).await
+            }
+            Behavior::Script { pieces, end } => {
+                write_stream_head(socket).await?;
+                for (delay, piece) in pieces {
+                    wait_unless_closed(socket, *delay).await?;
+                    socket
+                        .write_all(format!("{:x}\r\n{piece}\r\n", piece.len()).as_bytes())
+                        .await?;
+                }
+                finish_stream(socket, *end).await
+            }
+            Behavior::SseWithLength { interval, count } => {
+                // Every event has the same length, so the total is known up front.
+                let len = event(1).len() as u64 * count;
+                socket
                 .write_all(
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {len}\r\n\r\n"
@@ -342,11 +395,12 @@ async fn respond(
                     .as_bytes(),
                 )
                 .await?;
-            for n in 1..=*count {
-                socket.write_all(event(n).as_bytes()).await?;
-                tokio::time::sleep(*interval).await;
+                for n in 1..=*count {
+                    socket.write_all(event(n).as_bytes()).await?;
+                    tokio::time::sleep(*interval).await;
+                }
+                Ok(())
             }
-            Ok(())
         }
     }
 }
