@@ -12,6 +12,7 @@ pub mod failure;
 pub mod gateway;
 pub mod headers;
 pub mod metrics;
+pub mod metrics_endpoint;
 pub mod proxy;
 pub mod relay;
 pub mod reload;

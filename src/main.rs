@@ -92,7 +92,7 @@ fn build_server(cli: &Cli, mut config: Config) -> Result<(Server, Reloader), Str
             }
         }
     }
-    let mut prometheus = pingora_prometheus::prometheus_http_service();
+    let mut prometheus = ssegate::metrics_endpoint::service();
     prometheus.add_tcp(&config.metrics_address.to_string());
 
     server.add_service(proxy);
