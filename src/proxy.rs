@@ -22,6 +22,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log;
 use crate::config::model::DEFAULT_CLIENT_WRITE_TIMEOUT;
+use crate::downstream;
 use crate::drain::DrainSignal;
 use crate::failure::{self, NO_HEALTHY_PEER};
 use crate::gateway::{Gateway, RouteEntry, StreamSlot};
@@ -99,12 +100,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        // Pingora lets a write to a client that reads nothing wait forever (holding its upstream
-        // connection); bound every write, as nginx's `send_timeout` does.
-        session.set_write_timeout(Some(DEFAULT_CLIENT_WRITE_TIMEOUT));
-        // Pingora drops a pipelined request (it closes the connection after the first answer);
-        // serve them in order instead, as RFC 9112 section 9.3.2 asks of a server.
-        session.set_pipelining_enabled(true);
+        downstream::apply_limits(session, DEFAULT_CLIENT_WRITE_TIMEOUT);
         if routing::has_dot_segments(session.req_header().uri.path()) {
             let reason = "path with dot segments";
             responses::send_error(session, 400, None, reason, None).await?;
@@ -125,7 +121,7 @@ impl ProxyHttp for Proxy {
         let Some(policy) = &route.config.sse else {
             return Ok(false);
         };
-        session.set_write_timeout(Some(policy.write_timeout));
+        downstream::apply_limits(session, policy.write_timeout);
         let Some(slot) = route.admit_stream() else {
             let name = &route.config.name;
             let retry_after = Some(STREAM_LIMIT_RETRY_AFTER_SECS);
