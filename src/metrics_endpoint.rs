@@ -22,7 +22,10 @@ impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         if req.uri.path() != METRICS_PATH {
-            return plain(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n");
+            return plain(
+                StatusCode::NOT_FOUND,
+                "not found; metrics are at /metrics\n",
+            );
         }
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
@@ -38,7 +41,11 @@ impl ServeHttp for MetricsApp {
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Vec<u8>> {
-    response(status, "text/plain; charset=utf-8", text.as_bytes().to_vec())
+    response(
+        status,
+        "text/plain; charset=utf-8",
+        text.as_bytes().to_vec(),
+    )
 }
 
 fn response(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {

@@ -101,8 +101,7 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         downstream::apply_limits(session, DEFAULT_CLIENT_WRITE_TIMEOUT);
-        if routing::has_dot_segments(session.req_header().uri.path()) {
-            let reason = "path with dot segments";
+        if let Some(reason) = routing::refusal(session.req_header()) {
             responses::send_error(session, 400, None, reason, None).await?;
             return Ok(true);
         }

@@ -5,6 +5,8 @@
 //! one without; remaining ties go to the route listed first. The routes are sorted once by that
 //! order when the table is built, so a lookup is the first route that matches.
 
+use pingora_http::RequestHeader;
+
 use crate::config::model::{HostMatch, PathMatch, Route};
 
 /// Routes in match order; lookups return an index into the config's route list.
@@ -44,12 +46,64 @@ impl Router {
 /// path could match a prefix route (`/v1/chat/../admin`) and then be resolved by the upstream to
 /// a path outside it, so ssegate refuses it instead of routing it; browsers and HTTP clients
 /// never send one.
+///
+/// Segments are split the way lenient upstreams split them too, so that none of them can
+/// resolve a segment ssegate did not see: at a backslash (Windows servers, some frameworks) and
+/// at an encoded slash or backslash (`%2f`, `%5c`: servers that decode before they normalise),
+/// and a segment's `;parameters` are ignored (Tomcat and Spring read `..;` as `..`).
 pub fn has_dot_segments(path: &str) -> bool {
     let path = path.split(['?', '#']).next().unwrap_or(path);
+    let path = path
+        .to_ascii_lowercase()
+        .replace("%2f", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/");
     path.split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        let segment = segment.split(';').next().unwrap_or(segment);
+        let decoded = segment.replace("%2e", ".");
         decoded == "." || decoded == ".."
     })
+}
+
+/// Why a request target must not be routed, or `None` if it may be. ssegate routes on the
+/// target's path but forwards the target as the client sent it, so the two must agree:
+///
+/// - Only origin-form (`/path?query`) and absolute-form `http(s)://authority/path` targets are
+///   routed. Pingora gives every other form (`admin/secret`, `x/../admin`, `foo:bar://h/x`,
+///   `?q`) the path `/` for routing yet forwards it verbatim, so a route that matched `/` would
+///   hand its upstream a path it never matched, dot segments included. (`*`, for
+///   `OPTIONS *`, matches no route and gets a 404.)
+/// - A path with dot segments ([`has_dot_segments`]).
+pub fn target_problem(raw_target: &[u8]) -> Option<&'static str> {
+    let target = String::from_utf8_lossy(raw_target);
+    let path = if target.starts_with('/') || target == "*" {
+        &target[..]
+    } else {
+        let lower = target.to_ascii_lowercase();
+        let scheme_len = ["http://", "https://"]
+            .iter()
+            .find(|scheme| lower.starts_with(*scheme))
+            .map(|scheme| scheme.len());
+        let Some(scheme_len) = scheme_len else {
+            return Some("request target not in origin form");
+        };
+        let rest = &target[scheme_len..];
+        &rest[rest.find(['/', '?', '#']).unwrap_or(rest.len())..]
+    };
+    has_dot_segments(path).then_some("path with dot segments")
+}
+
+/// Why a request must be refused with 400 before it is routed, or `None` if it may be routed:
+/// an HTTP/1.1 request without `Host` (RFC 9112 section 3.2 requires the 400), or a target that
+/// [`target_problem`] refuses.
+pub fn refusal(req: &RequestHeader) -> Option<&'static str> {
+    if req.version == http::Version::HTTP_11
+        && !req.headers.contains_key(http::header::HOST)
+        && req.uri.authority().is_none()
+    {
+        return Some("HTTP/1.1 request without Host");
+    }
+    target_problem(req.raw_path())
 }
 
 /// Sort key: larger is more specific.
@@ -293,6 +347,16 @@ mod tests {
             "/a/%2E./b",
             "/a/.%2e",
             "/..",
+            // Split where lenient upstreams split: `;params`, `\`, `%2f`, `%5c`.
+            "/a/..;/b",
+            "/a/..;x=1/b",
+            "/a/.;/b",
+            "/a/..%2fb",
+            "/a/..%2Fb",
+            "/a/%2e%2e%2fb",
+            "/a/..%5cb",
+            "/a/..\\b",
+            "/a\\..\\b",
         ] {
             assert!(has_dot_segments(path), "{path}");
         }
@@ -303,9 +367,60 @@ mod tests {
             "/..a/b",
             "/a/b?x=/../",
             "/file.txt",
+            "/group%2Fproject/x",
+            "/a;v=1/b",
+            "/a\\b",
+            "/a..;/b",
         ] {
             assert!(!has_dot_segments(path), "{path}");
         }
+    }
+
+    #[test]
+    fn only_origin_and_http_absolute_form_targets_are_routed() {
+        for target in [
+            "/",
+            "/v1/chat?x=1",
+            "*",
+            "http://api.example.com/v1/chat",
+            "HTTPS://api.example.com:8443/x?y",
+            "http://api.example.com",
+            "http://api.example.com?q=1",
+        ] {
+            assert_eq!(target_problem(target.as_bytes()), None, "{target}");
+        }
+        for target in [
+            "admin/secret",
+            "x/../admin",
+            "api.example.com:80",
+            "foo:bar://api.example.com/admin",
+            "ftp://api.example.com/x",
+            "mailto:a@b",
+            "?x=1",
+        ] {
+            assert_eq!(
+                target_problem(target.as_bytes()),
+                Some("request target not in origin form"),
+                "{target}"
+            );
+        }
+        for target in [
+            "/a/../b",
+            "/a/%2E%2e/b",
+            "http://api.example.com/a/../b",
+            "https://api.example.com/..;/b",
+        ] {
+            assert_eq!(
+                target_problem(target.as_bytes()),
+                Some("path with dot segments"),
+                "{target}"
+            );
+        }
+        // Not UTF-8: checked all the same.
+        assert_eq!(
+            target_problem(b"/a/\xff/../b"),
+            Some("path with dot segments")
+        );
     }
 
     #[test]

@@ -1,0 +1,155 @@
+//! Raw bytes over TCP, for requests that the ordinary client cannot or would not send: smuggling
+//! attempts, malformed heads, pipelined requests. Reads whatever comes back and splits it into
+//! responses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How the connection ended after the request was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The server closed it (FIN).
+    Closed,
+    /// The server reset it (or a read failed).
+    Reset,
+    /// Still open when the wait ran out.
+    Open,
+}
+
+/// One response read off the wire.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        super::find_header(&self.headers, name)
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+/// Everything the server sent back to one raw request.
+#[derive(Debug)]
+pub struct Reply {
+    pub raw: Vec<u8>,
+    pub responses: Vec<RawResponse>,
+    pub end: End,
+}
+
+impl Reply {
+    pub fn statuses(&self) -> Vec<u16> {
+        self.responses.iter().map(|r| r.status).collect()
+    }
+
+    /// The raw bytes as text, for failure messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.raw).to_string()
+    }
+}
+
+/// Sends `request` as is (written by a separate task, so a server that stops reading cannot
+/// block the test) and reads until the server closes the connection or nothing arrives for
+/// `quiet`.
+pub async fn send(addr: SocketAddr, request: &[u8], quiet: Duration) -> Reply {
+    let socket = TcpStream::connect(addr).await.expect("connect to ssegate");
+    socket.set_nodelay(true).ok();
+    let (mut reader, mut writer) = socket.into_split();
+    let request = request.to_vec();
+    let writing = tokio::spawn(async move {
+        // The server may answer and close before it has read everything; that is its right.
+        let _ = writer.write_all(&request).await;
+        // Keep the write half open (no FIN) until the reader is done: a half-close would let
+        // the server take it for a client that went away.
+        writer
+    });
+    let mut raw = Vec::new();
+    let end = loop {
+        let mut chunk = [0u8; 16384];
+        match tokio::time::timeout(quiet, reader.read(&mut chunk)).await {
+            Err(_) => break End::Open,
+            Ok(Ok(0)) => break End::Closed,
+            Ok(Ok(n)) => raw.extend_from_slice(&chunk[..n]),
+            Ok(Err(_)) => break End::Reset,
+        }
+    };
+    writing.abort();
+    let responses = parse_responses(&raw);
+    Reply {
+        raw,
+        responses,
+        end,
+    }
+}
+
+/// Splits `raw` into complete responses (`Content-Length`, chunked, or until the end of the
+/// bytes). A truncated last response is left out.
+pub fn parse_responses(mut raw: &[u8]) -> Vec<RawResponse> {
+    let mut out = Vec::new();
+    while let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers = super::parse_headers(lines);
+        let rest = &raw[head_end + 4..];
+        let chunked = super::find_header(&headers, "transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let length = super::find_header(&headers, "content-length").and_then(|v| v.parse().ok());
+        let (body, used) = if chunked {
+            match decode_chunked(rest) {
+                Some(decoded) => decoded,
+                None => break,
+            }
+        } else if let Some(len) = length {
+            if rest.len() < len {
+                break;
+            }
+            (rest[..len].to_vec(), len)
+        } else {
+            (rest.to_vec(), rest.len())
+        };
+        out.push(RawResponse {
+            status,
+            headers,
+            body,
+        });
+        raw = &rest[used..];
+    }
+    out
+}
+
+/// The decoded body and the bytes it took, or `None` if the body is incomplete.
+fn decode_chunked(mut raw: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let total = raw.len();
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&raw[..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            // No trailers from the servers under test: just the final CRLF.
+            let end = raw.windows(2).position(|w| w == b"\r\n")?;
+            raw = &raw[end + 2..];
+            return Some((body, total - raw.len()));
+        }
+        if raw.len() < size + 2 {
+            return None;
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
