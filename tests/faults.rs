@@ -377,7 +377,7 @@ async fn slow_readers_back_pressure_the_upstream_instead_of_filling_memory() {
     for _ in 0..READERS {
         readers.push(stalled_reader(gw.addr, "/sse").await);
     }
-    let all_open = common::eventually(Duration::from_secs(30), || {
+    let all_open = common::eventually(Duration::from_secs(60), || {
         upstream.open_connections() == READERS
     })
     .await;
