@@ -331,9 +331,12 @@ async fn client_vanishing_mid_stream_closes_its_upstream() {
     assert_nothing_leaked(&gw, fds, Some(&upstream)).await;
 }
 
-/// Sends a GET for `path` and never reads the response.
+/// Sends a GET for `path` and never reads the response. Its receive buffer is small, so the
+/// kernel holds little of what the upstream sends.
 async fn stalled_reader(addr: std::net::SocketAddr, path: &str) -> TcpStream {
-    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut socket = socket.connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
     socket.write_all(request.as_bytes()).await.unwrap();
     socket
