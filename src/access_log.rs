@@ -22,6 +22,12 @@ pub struct Entry<'a> {
     pub error: Option<String>,
 }
 
+/// Whether access-log lines are written at all (`RUST_LOG` may turn target `access` off); when
+/// not, callers skip building the [`Entry`].
+pub fn enabled() -> bool {
+    log::log_enabled!(target: "access", log::Level::Info)
+}
+
 pub fn write(e: &Entry<'_>) {
     let mut line = format!(
         "client={} method={} path={:?} route={} status={} peer={} duration_ms={:.1} bytes={}",

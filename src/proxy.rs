@@ -265,23 +265,36 @@ impl ProxyHttp for Proxy {
                 .request_duration
                 .observe(ctx.arrived.elapsed().as_secs_f64());
         }
-        let req = session.req_header();
-        access_log::write(&access_log::Entry {
-            client: session.client_addr().map(|a| a.to_string()),
-            method: req.method.as_str(),
-            path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-            route: ctx.route_name(),
-            status,
-            peer: ctx.served.peer,
-            duration: ctx.arrived.elapsed(),
-            bytes: session.body_bytes_sent(),
-            stream,
-            error: e.map(|e| e.to_string()),
-        });
+        if access_log::enabled() {
+            write_access_log(session, e, ctx, status, stream);
+        }
         // Close the stream (metrics) and free its slot now rather than whenever ctx is dropped.
         ctx.served.stream = None;
         ctx.slot = None;
     }
+}
+
+/// Writes the request's access-log line (SPEC section 7).
+fn write_access_log(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &RequestCtx,
+    status: u16,
+    stream: Option<(u64, &'static str)>,
+) {
+    let req = session.req_header();
+    access_log::write(&access_log::Entry {
+        client: session.client_addr().map(|a| a.to_string()),
+        method: req.method.as_str(),
+        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        route: ctx.route_name(),
+        status,
+        peer: ctx.served.peer,
+        duration: ctx.arrived.elapsed(),
+        bytes: session.body_bytes_sent(),
+        stream,
+        error: e.map(|e| e.to_string()),
+    });
 }
 
 /// The `consistent_hash` key: the client's IP address.
