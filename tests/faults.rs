@@ -374,6 +374,7 @@ async fn client_that_stops_reading_is_dropped_at_write_timeout() {
 async fn slow_readers_back_pressure_the_upstream_instead_of_filling_memory() {
     const READERS: usize = 500;
     let upstream = Upstream::start(Behavior::Flood { event_size: 4096 }).await;
+    upstream.pause_floods(true);
     let (gw, fds) = gateway(&upstream, "true").await;
     let rss_before = gw.rss_kib();
     let mut readers = Vec::new();
@@ -389,6 +390,7 @@ async fn slow_readers_back_pressure_the_upstream_instead_of_filling_memory() {
         "{} of {READERS} streams open",
         upstream.open_connections()
     );
+    upstream.pause_floods(false);
     // Once every buffer on the way is full the upstream cannot write any more.
     let mut sent = upstream.sent_bytes();
     loop {

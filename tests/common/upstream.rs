@@ -87,6 +87,8 @@ struct State {
     health_status: u16,
     /// Body bytes written by [`Behavior::Flood`] responses.
     sent_bytes: u64,
+    /// [`Behavior::Flood`] responses send their head and wait while this is set.
+    floods_paused: bool,
 }
 
 #[derive(Clone)]
@@ -146,6 +148,12 @@ impl Upstream {
 
     pub fn open_connections(&self) -> usize {
         self.state.lock().unwrap().open
+    }
+
+    /// Holds (or releases) every [`Behavior::Flood`] response after its head, so that many
+    /// streams can open before any of them floods.
+    pub fn pause_floods(&self, paused: bool) {
+        self.state.lock().unwrap().floods_paused = paused;
     }
 
     pub fn sent_bytes(&self) -> u64 {
@@ -332,6 +340,9 @@ impl Upstream {
                 let data = "x".repeat(event_size.saturating_sub(8));
                 let e = format!("data: {data}\n\n");
                 let chunk = format!("{:x}\r\n{e}\r\n", e.len());
+                while self.state.lock().unwrap().floods_paused {
+                    wait_unless_closed(socket, Duration::from_millis(10)).await?;
+                }
                 loop {
                     socket.write_all(chunk.as_bytes()).await?;
                     self.state.lock().unwrap().sent_bytes += chunk.len() as u64;
