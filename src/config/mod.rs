@@ -46,12 +46,26 @@ impl fmt::Display for ConfigError {
             }
             write!(f, ": ")?;
             if !p.path.is_empty() {
-                write!(f, "{}: ", p.path)?;
+                write!(f, "{}: ", one_line(&p.path))?;
             }
-            write!(f, "{}", p.message)?;
+            write!(f, "{}", one_line(&p.message))?;
         }
         Ok(())
     }
+}
+
+/// `text` with control characters escaped (`\n`), so text quoted from a broken file cannot
+/// split a problem over several lines.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 impl std::error::Error for ConfigError {}
@@ -75,4 +89,35 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
         file: path.to_path_buf(),
         problems,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::PathMatch;
+
+    const BASE: &str = "listeners:\n  - address: 127.0.0.1:8080\nupstreams:\n  u:\n    peers: [127.0.0.1:9000]\nroutes:\n";
+
+    #[test]
+    fn prefixes_are_stored_without_trailing_slashes() {
+        let routes = "  - { name: all, match: { path_prefix: \"//\" }, upstream: u }\n  - { name: v1, match: { path_prefix: /v1/ }, upstream: u }\n";
+        let config = parse(Path::new("t.yaml"), format!("{BASE}{routes}").as_bytes()).unwrap();
+        let paths: Vec<_> = config.routes.iter().map(|r| r.path.clone()).collect();
+        assert_eq!(
+            paths,
+            [
+                PathMatch::Prefix("/".to_string()),
+                PathMatch::Prefix("/v1".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn each_problem_is_one_line() {
+        let routes = "  - { name: \"a\\nb\", match: { path: x }, upstream: \"u\\r\\n\" }\n";
+        let e = parse(Path::new("t.yaml"), format!("{BASE}{routes}").as_bytes()).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), e.problems.len(), "{text}");
+        assert!(text.contains("u\\r\\n"), "{text}");
+    }
 }

@@ -237,7 +237,7 @@ impl Validator {
 
     fn listeners(&mut self, listeners: &[ListenerFile]) -> Vec<Listener> {
         if listeners.is_empty() {
-            self.at_value("listeners", "at least one listener is required");
+            self.at_key("listeners", "at least one listener is required");
         }
         let mut seen = HashSet::new();
         let mut out = Vec::new();
@@ -260,7 +260,7 @@ impl Validator {
 
     fn upstreams(&mut self, upstreams: &BTreeMap<String, UpstreamFile>) -> Vec<Upstream> {
         if upstreams.is_empty() {
-            self.at_value("upstreams", "at least one upstream is required");
+            self.at_key("upstreams", "at least one upstream is required");
         }
         upstreams
             .iter()
@@ -334,7 +334,7 @@ impl Validator {
 
     fn routes(&mut self, routes: &[RouteFile], upstreams: &[Upstream]) -> Vec<Route> {
         if routes.is_empty() {
-            self.at_value("routes", "at least one route is required");
+            self.at_key("routes", "at least one route is required");
         }
         let mut names = HashSet::new();
         let mut out = Vec::new();
@@ -444,10 +444,12 @@ impl Validator {
         }
         Some(if exact {
             PathMatch::Exact(text.clone())
-        } else if text == "/" {
-            PathMatch::Prefix("/".to_string())
         } else {
-            PathMatch::Prefix(text.trim_end_matches('/').to_string())
+            // `/v1/` is stored as `/v1`; a prefix of slashes only (`//`) is `/`.
+            match text.trim_end_matches('/') {
+                "" => PathMatch::Prefix("/".to_string()),
+                trimmed => PathMatch::Prefix(trimmed.to_string()),
+            }
         })
     }
 

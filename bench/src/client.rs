@@ -1,0 +1,524 @@
+//! `sse-load client`: opens many SSE streams, ramped at a bounded rate, and measures each event's
+//! latency (receive time minus the send time it carries), lost sequence numbers, late events and
+//! failed streams. With `--lifetime-secs` (or `--churn`) streams close after a random lifetime
+//! and reopen at once, so a soak holds about N streams while they come and go.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, timeout_at, Instant};
+
+use crate::http::{self, Framing, Progress, Url};
+use crate::report::{self, Summary};
+use crate::sse;
+use crate::stats::{self, Stats};
+use crate::sys;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Stream URL, e.g. http://127.0.0.1:8080/sse.
+    #[arg(long)]
+    url: String,
+    /// Concurrent streams.
+    #[arg(long, default_value_t = 1)]
+    streams: u64,
+    /// Length of the measured window, which starts after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    duration_secs: f64,
+    /// Streams opened per second while ramping up.
+    #[arg(long, default_value_t = 2000.0)]
+    ramp_per_sec: f64,
+    /// Time before the measured window (default: the ramp's length plus 2 s).
+    #[arg(long)]
+    warmup_secs: Option<f64>,
+    /// Each stream closes after a random lifetime of MIN..MAX seconds and reopens at once.
+    #[arg(long, value_name = "MIN..MAX")]
+    lifetime_secs: Option<Lifetime>,
+    /// Churn streams: the same as `--lifetime-secs 10..60`.
+    #[arg(long)]
+    churn: bool,
+    /// Print a progress line to stderr every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    report_every: Option<f64>,
+    /// Print only the JSON line on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// A name for this run, copied into the summary.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// KEY=VALUE copied into the summary's `tags` (repeatable), for scripts that group runs.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// Processes whose CPU time over the window and RSS at its end go into the summary
+    /// (comma-separated or repeated; e.g. a proxy's master and workers).
+    #[arg(long = "watch-pid", value_delimiter = ',')]
+    watch_pids: Vec<u32>,
+    /// Runtime worker threads (default: the CPUs this process may use).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))
+}
+
+/// Bounds of a stream's random lifetime, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetime {
+    min: f64,
+    max: f64,
+}
+
+impl FromStr for Lifetime {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (min, max) = s.split_once("..").unwrap_or((s, s));
+        let parse = |v: &str| {
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .ok_or_else(|| format!("`{s}`: expected MIN..MAX seconds, e.g. 5..30"))
+        };
+        let (min, max) = (parse(min)?, parse(max)?);
+        if min > max {
+            return Err(format!("`{s}`: MIN is larger than MAX"));
+        }
+        Ok(Self { min, max })
+    }
+}
+
+impl Lifetime {
+    fn pick(self) -> Duration {
+        Duration::from_secs_f64(self.min + fastrand::f64() * (self.max - self.min))
+    }
+}
+
+/// How long a stream may take to connect and get its response head.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause before a churning stream retries after a failure.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// An event later than this counts as late.
+const LATE_US: u64 = 50_000;
+const READ_BUF: usize = 4096;
+
+/// Where streams connect, and the request they send.
+struct Target {
+    addr: SocketAddr,
+    request: Vec<u8>,
+}
+
+/// Why a stream failed.
+enum Failure {
+    /// Connect failed, or no valid response head came within [`OPEN_TIMEOUT`].
+    Connect,
+    /// The response was not 200.
+    Status,
+    /// The stream ended, or broke its framing, before it was meant to end.
+    ClosedEarly,
+}
+
+pub fn main(args: Args, nofile: u64) -> ExitCode {
+    let url = match Url::parse(&args.url) {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("sse-load client: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.streams + 64 > nofile {
+        eprintln!(
+            "sse-load client: warning: {} streams but only {nofile} file descriptors allowed",
+            args.streams
+        );
+    }
+    let threads = sys::threads(args.threads);
+    let stats = Arc::new(Stats::new(threads));
+    let on_start = stats.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .on_thread_start(move || on_start.claim_shard())
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sse-load client: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let summary = runtime.block_on(run(&args, url, stats));
+    // Streams still stuck in a connect must not hold the exit.
+    runtime.shutdown_background();
+    match summary {
+        Ok(summary) => {
+            if args.json {
+                eprint!("{}", summary.table());
+            } else {
+                print!("{}", summary.table());
+            }
+            println!("{}", summary.json());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sse-load client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args, url: Url, stats: Arc<Stats>) -> Result<Summary, String> {
+    let addr = tokio::net::lookup_host(&url.authority)
+        .await
+        .map_err(|e| format!("{}: {e}", url.authority))?
+        .next()
+        .ok_or_else(|| format!("{}: no address", url.authority))?;
+    let target = Arc::new(Target {
+        addr,
+        request: url.sse_request(),
+    });
+    let lifetime = match (args.lifetime_secs, args.churn) {
+        (Some(lifetime), _) => Some(lifetime),
+        (None, true) => Some(Lifetime {
+            min: 10.0,
+            max: 60.0,
+        }),
+        (None, false) => None,
+    };
+    let ramp_per_sec = args.ramp_per_sec.max(1.0);
+    let warmup = args
+        .warmup_secs
+        .unwrap_or(args.streams as f64 / ramp_per_sec + 2.0)
+        .max(0.0);
+    let duration = args.duration_secs.max(0.001);
+    // Before any stream: the watched processes at rest.
+    let watched_rss_idle = sys::total_rss_kib(&args.watch_pids);
+    let start = Instant::now();
+    let window_start = start + Duration::from_secs_f64(warmup);
+    let end = window_start + Duration::from_secs_f64(duration);
+
+    let spawner = tokio::spawn(open_streams(
+        stats.clone(),
+        target,
+        args.streams,
+        ramp_per_sec,
+        lifetime,
+        (start, end),
+    ));
+
+    let self_pid = [std::process::id()];
+    let mut total = stats::new_histogram();
+    let mut cpu_at_start = (0.0, 0.0);
+    let mut measuring = false;
+    let report_every = args
+        .report_every
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64);
+    let mut next_report = report_every.map(|every| start + every);
+    let (mut last_events, mut last_report) = (0, start);
+    loop {
+        let mut wake = end;
+        if !measuring {
+            wake = wake.min(window_start);
+        }
+        if let Some(at) = next_report {
+            wake = wake.min(at);
+        }
+        sleep_until(wake).await;
+        let now = Instant::now();
+        if !measuring && now >= window_start {
+            stats.set_measuring(true);
+            cpu_at_start = (
+                sys::total_cpu_secs(&args.watch_pids),
+                sys::total_cpu_secs(&self_pid),
+            );
+            measuring = true;
+        }
+        if now >= end {
+            break;
+        }
+        if let (Some(at), Some(every)) = (next_report, report_every) {
+            if now >= at {
+                let interval = stats.drain();
+                // Same bounds: adding cannot fail.
+                let _ = total.add(&interval);
+                let c = &stats.counters;
+                let events = stats::get(&c.events_all);
+                let progress = report::Progress {
+                    elapsed_secs: (now - start).as_secs_f64(),
+                    open: stats::get(&c.open_now),
+                    events_per_sec: (events - last_events) as f64
+                        / (now - last_report).as_secs_f64().max(1e-9),
+                    failed: stats::get(&c.connect_errors)
+                        + stats::get(&c.bad_status)
+                        + stats::get(&c.closed_early),
+                    reopens: stats::get(&c.reopens),
+                    reopen_failures: stats::get(&c.reopen_failures),
+                    missing: stats::get(&c.missing),
+                };
+                eprintln!("{}", progress.line(&interval));
+                (last_events, last_report) = (events, now);
+                next_report = Some(at + every);
+            }
+        }
+    }
+    let watched_cpu = sys::total_cpu_secs(&args.watch_pids) - cpu_at_start.0;
+    let client_cpu = sys::total_cpu_secs(&self_pid) - cpu_at_start.1;
+    let watched_rss = sys::total_rss_kib(&args.watch_pids);
+    stats.set_measuring(false);
+    let _ = total.add(stats.drain());
+    // Streams stop at `end` by themselves; give them a moment to close their sockets.
+    let _ = tokio::time::timeout(Duration::from_secs(5), spawner).await;
+
+    let c = &stats.counters;
+    let events = stats::get(&c.events);
+    let late = stats::get(&c.late);
+    let (p50, p90, p99, p999, max, mean) = report::percentiles(&total);
+    let (connect_errors, bad_status, closed_early) = (
+        stats::get(&c.connect_errors),
+        stats::get(&c.bad_status),
+        stats::get(&c.closed_early),
+    );
+    Ok(Summary {
+        kind: "sse",
+        label: args.label.clone(),
+        tags: args.tags.iter().cloned().collect(),
+        url: args.url.clone(),
+        streams: args.streams,
+        streams_opened: stats::get(&c.opened),
+        streams_failed: connect_errors + bad_status + closed_early,
+        connect_errors,
+        bad_status,
+        closed_early,
+        reopens: stats::get(&c.reopens),
+        reopen_failures: stats::get(&c.reopen_failures),
+        events,
+        missing: stats::get(&c.missing),
+        duplicates: stats::get(&c.duplicates),
+        unparsed: stats::get(&c.unparsed),
+        late_50ms: late,
+        late_50ms_share: if events > 0 {
+            late as f64 / events as f64
+        } else {
+            0.0
+        },
+        p50_us: p50,
+        p90_us: p90,
+        p99_us: p99,
+        p999_us: p999,
+        max_us: max,
+        mean_us: mean,
+        warmup_secs: warmup,
+        duration_secs: duration,
+        events_per_sec: events as f64 / duration,
+        watched_pids: args.watch_pids.clone(),
+        watched_cpu_secs: watched_cpu,
+        watched_rss_idle_kib: watched_rss_idle,
+        watched_rss_kib: watched_rss,
+        client_cpu_secs: client_cpu,
+    })
+}
+
+/// Starts `streams` stream slots at `ramp_per_sec`, then waits for all of them to finish.
+async fn open_streams(
+    stats: Arc<Stats>,
+    target: Arc<Target>,
+    streams: u64,
+    ramp_per_sec: f64,
+    lifetime: Option<Lifetime>,
+    (start, end): (Instant, Instant),
+) {
+    let mut slots = JoinSet::new();
+    for i in 0..streams {
+        let at = start + Duration::from_secs_f64(i as f64 / ramp_per_sec);
+        if at >= end {
+            break;
+        }
+        sleep_until(at).await;
+        slots.spawn(slot(stats.clone(), target.clone(), lifetime, end));
+    }
+    while slots.join_next().await.is_some() {}
+}
+
+/// One stream slot: a stream until `end`, or with a lifetime, stream after stream until `end`.
+async fn slot(stats: Arc<Stats>, target: Arc<Target>, lifetime: Option<Lifetime>, end: Instant) {
+    let c = &stats.counters;
+    let mut reopen = false;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return;
+        }
+        let until = lifetime.map_or(end, |l| end.min(now + l.pick()));
+        if reopen {
+            stats::add(&c.reopens, 1);
+        }
+        if let Err(failure) = stream(&stats, &target, until).await {
+            stats::add(
+                match failure {
+                    Failure::Connect => &c.connect_errors,
+                    Failure::Status => &c.bad_status,
+                    Failure::ClosedEarly => &c.closed_early,
+                },
+                1,
+            );
+            if reopen {
+                stats::add(&c.reopen_failures, 1);
+            }
+            if lifetime.is_some() {
+                sleep_until(end.min(Instant::now() + RETRY_PAUSE)).await;
+            }
+        }
+        if lifetime.is_none() {
+            return;
+        }
+        reopen = true;
+    }
+}
+
+/// Opens one stream and reads it until `until`. A stream that cannot open by then has failed.
+async fn stream(stats: &Stats, target: &Target, until: Instant) -> Result<(), Failure> {
+    let open_by = until.min(Instant::now() + OPEN_TIMEOUT);
+    let mut sock = match timeout_at(open_by, TcpStream::connect(target.addr)).await {
+        Ok(Ok(sock)) => sock,
+        _ => return Err(Failure::Connect),
+    };
+    // Only affects our request; the events come the other way.
+    let _ = sock.set_nodelay(true);
+    if sock.write_all(&target.request).await.is_err() {
+        return Err(Failure::Connect);
+    }
+    let mut buf = Vec::with_capacity(READ_BUF);
+    let head = timeout_at(
+        open_by,
+        http::read_head(&mut sock, &mut buf, http::parse_response),
+    )
+    .await;
+    let (head, head_len) = match head {
+        Ok(Ok(Some(head))) => head,
+        _ => return Err(Failure::Connect),
+    };
+    if head.status != 200 {
+        return Err(Failure::Status);
+    }
+    let c = &stats.counters;
+    stats::add(&c.opened, 1);
+    stats::add(&c.open_now, 1);
+    let mut reader = Reader {
+        framing: head.framing,
+        parser: sse::Parser::new(),
+        last_seq: None,
+        latencies: Vec::with_capacity(16),
+    };
+    let result = reader
+        .read_until(stats, &mut sock, buf, head_len, until)
+        .await;
+    c.open_now
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    result
+}
+
+/// The receiving side of one open stream.
+struct Reader {
+    framing: Framing,
+    parser: sse::Parser,
+    last_seq: Option<u64>,
+    /// Scratch: the latencies of one read, recorded together.
+    latencies: Vec<u64>,
+}
+
+impl Reader {
+    /// Reads events until `until` (success) or the stream ends (failure). `buf` holds the
+    /// response head and maybe the first body bytes.
+    async fn read_until(
+        &mut self,
+        stats: &Stats,
+        sock: &mut TcpStream,
+        mut buf: Vec<u8>,
+        head_len: usize,
+        until: Instant,
+    ) -> Result<(), Failure> {
+        if self.process(stats, &buf[head_len..])? == Progress::Done {
+            return Err(Failure::ClosedEarly);
+        }
+        buf.clear();
+        buf.resize(READ_BUF, 0);
+        let deadline = sleep_until(until);
+        tokio::pin!(deadline);
+        loop {
+            let read = tokio::select! {
+                biased;
+                _ = &mut deadline => return Ok(()),
+                read = sock.read(&mut buf) => read,
+            };
+            match read {
+                Ok(0) | Err(_) => return Err(Failure::ClosedEarly),
+                Ok(n) => {
+                    if self.process(stats, &buf[..n])? == Progress::Done {
+                        return Err(Failure::ClosedEarly);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes and parses bytes that arrived together, and counts their events.
+    fn process(&mut self, stats: &Stats, input: &[u8]) -> Result<Progress, Failure> {
+        if input.is_empty() {
+            return Ok(Progress::More);
+        }
+        let received = sys::wall_nanos();
+        let Reader {
+            framing,
+            parser,
+            last_seq,
+            latencies,
+        } = self;
+        latencies.clear();
+        let (mut events, mut late, mut missing, mut duplicates, mut unparsed) = (0, 0, 0, 0, 0);
+        let progress = framing
+            .decode(input, &mut |body| {
+                parser.feed(body, |event| {
+                    events += 1;
+                    let sent = sse::field_u64(event.data, sse::KEY_SENT);
+                    let seq = sse::field_u64(event.data, sse::KEY_SEQ);
+                    let (Some(sent), Some(seq)) = (sent, seq) else {
+                        unparsed += 1;
+                        return;
+                    };
+                    match *last_seq {
+                        Some(last) if seq > last + 1 => missing += seq - last - 1,
+                        Some(last) if seq <= last => duplicates += 1,
+                        _ => {}
+                    }
+                    *last_seq = Some(last_seq.map_or(seq, |last| last.max(seq)));
+                    let us = received.saturating_sub(sent) / 1000;
+                    if us > LATE_US {
+                        late += 1;
+                    }
+                    latencies.push(us);
+                })
+            })
+            .map_err(|_| Failure::ClosedEarly)?;
+        let c = &stats.counters;
+        stats::add(&c.events_all, events);
+        if stats.measuring() {
+            stats::add(&c.events, events);
+            stats::add(&c.late, late);
+            stats::add(&c.missing, missing);
+            stats::add(&c.duplicates, duplicates);
+            stats::add(&c.unparsed, unparsed);
+            stats.record(latencies);
+        }
+        Ok(progress)
+    }
+}
