@@ -129,8 +129,10 @@ impl HealthCheckService {
     }
 }
 
-/// How often the service looks for checks that are due.
+/// How soon the service looks again at a pool whose last check is still running.
 const HEALTH_CHECK_TICK: Duration = Duration::from_millis(50);
+/// The longest the service sleeps, so that pools a reload adds are checked within it.
+const HEALTH_CHECK_IDLE: Duration = Duration::from_secs(1);
 
 #[async_trait]
 impl BackgroundService for HealthCheckService {
@@ -140,6 +142,7 @@ impl BackgroundService for HealthCheckService {
         loop {
             let gateway = self.gateway.load_full();
             let now = Instant::now();
+            let mut wake = now + HEALTH_CHECK_IDLE;
             let mut live = Vec::new();
             for pool in gateway.pools() {
                 let Some(hc) = &pool.config.health_check else {
@@ -154,12 +157,13 @@ impl BackgroundService for HealthCheckService {
                     *running = Some(tokio::spawn(async move { pool.check_health().await }));
                     *due = now + hc.interval;
                 }
+                wake = wake.min(if busy { now + HEALTH_CHECK_TICK } else { *due });
             }
             // Pools a reload dropped are no longer checked.
             schedule.retain(|key, _| live.contains(key));
             drop(gateway);
             tokio::select! {
-                _ = tokio::time::sleep(HEALTH_CHECK_TICK) => {}
+                _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = shutdown.changed() => return,
             }
         }
