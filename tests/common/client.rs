@@ -86,13 +86,7 @@ impl Response {
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
         buf.drain(..head_end);
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let headers = super::parse_headers(lines);
+        let (status, headers) = super::parse_response_head(&head);
         let find = |name: &str| super::find_header(&headers, name).map(str::to_string);
         let framing = if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
             Framing::Chunked

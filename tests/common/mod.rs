@@ -43,6 +43,17 @@ pub fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, S
         .collect()
 }
 
+/// The status and headers of a response head (without its final blank line).
+pub fn parse_response_head(head: &str) -> (u16, Vec<(String, String)>) {
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, parse_headers(lines))
+}
+
 /// The first value of header `name` (lower-case).
 pub fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers

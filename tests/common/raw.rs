@@ -97,13 +97,7 @@ pub fn parse_responses(mut raw: &[u8]) -> Vec<RawResponse> {
     let mut out = Vec::new();
     while let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
         let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let headers = super::parse_headers(lines);
+        let (status, headers) = super::parse_response_head(&head);
         let rest = &raw[head_end + 4..];
         let chunked = super::find_header(&headers, "transfer-encoding")
             .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
