@@ -6,17 +6,17 @@
 //! bounds the first two as nginx does (`send_timeout`, `keepalive_timeout`) and serves pipelined
 //! requests in order, as RFC 9112 section 9.3.2 asks of a server.
 
-use std::time::Duration;
-
 use pingora_proxy::Session;
+
+use crate::config::model::DEFAULT_CLIENT_WRITE_TIMEOUT;
 
 /// Seconds an idle HTTP/1.1 client connection is kept open between requests.
 pub const KEEPALIVE_TIMEOUT_SECS: u64 = 60;
 
-/// Applies the connection limits to a request that has just been read; `write_timeout` bounds
-/// each write to the client (the route's, or the default).
-pub fn apply_limits(session: &mut Session, write_timeout: Duration) {
-    session.set_write_timeout(Some(write_timeout));
+/// Applies the connection limits to a request that has just been read. A marked route then
+/// replaces the write timeout with its own `sse.write_timeout`.
+pub fn apply_limits(session: &mut Session) {
+    session.set_write_timeout(Some(DEFAULT_CLIENT_WRITE_TIMEOUT));
     session.set_pipelining_enabled(true);
     // `Some(0)` is Pingora's "keep alive forever"; a client that asked to close keeps `None`.
     if session.get_keepalive() == Some(0) {

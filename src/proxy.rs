@@ -21,7 +21,6 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log;
-use crate::config::model::DEFAULT_CLIENT_WRITE_TIMEOUT;
 use crate::downstream;
 use crate::drain::DrainSignal;
 use crate::failure::{self, NO_HEALTHY_PEER};
@@ -100,7 +99,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        downstream::apply_limits(session, DEFAULT_CLIENT_WRITE_TIMEOUT);
+        downstream::apply_limits(session);
         if let Some(reason) = routing::refusal(session.req_header()) {
             responses::send_error(session, 400, None, reason, None).await?;
             return Ok(true);
@@ -120,7 +119,7 @@ impl ProxyHttp for Proxy {
         let Some(policy) = &route.config.sse else {
             return Ok(false);
         };
-        downstream::apply_limits(session, policy.write_timeout);
+        session.set_write_timeout(Some(policy.write_timeout));
         let Some(slot) = route.admit_stream() else {
             let name = &route.config.name;
             let retry_after = Some(STREAM_LIMIT_RETRY_AFTER_SECS);
