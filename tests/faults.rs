@@ -444,8 +444,10 @@ async fn trickled_headers_do_not_starve_other_clients() {
         let resp = client::get(gw.addr, "/plain").await.unwrap();
         assert_eq!(resp.status, 200);
         assert_eq!(resp.text().await.unwrap(), "ok");
+        // A blocked server would hold it for Pingora's 60 s read timeout; 3 s leaves room for a
+        // loaded machine.
         assert!(
-            asked.elapsed() < Duration::from_secs(1),
+            asked.elapsed() < Duration::from_secs(3),
             "round {round}: a normal request took {:?}",
             asked.elapsed()
         );
