@@ -72,6 +72,15 @@ async fn assert_logged(gw: &Gateway, parts: &[&str]) {
     assert!(logged, "no access-log line with {parts:?}:\n{}", gw.log());
 }
 
+/// A request on `route` left an access-log line containing `logged` and counted 1 in the sample
+/// that `metric` begins (a family and its label before `route`, e.g.
+/// `ssegate_upstream_errors_total{kind="reset"`).
+async fn assert_recorded(gw: &Gateway, route: &str, logged: &str, metric: &str) {
+    assert_logged(gw, &[&format!("route={route} "), logged]).await;
+    gw.expect_metric(&format!("{metric},route=\"{route}\"}}"), 1.0)
+        .await;
+}
+
 /// No stream counted open and no file descriptor left over from the fault. Connections that
 /// the upstream still sees open are idle ones in ssegate's keep-alive pool, not leaks.
 async fn assert_nothing_leaked(gw: &Gateway, baseline_fds: usize, upstream: Option<&Upstream>) {
@@ -113,10 +122,11 @@ async fn refused_connection_is_502_connect() {
     for (path, route) in [("/sse", "sse"), ("/plain", "plain")] {
         let resp = client::get(gw.addr, path).await.unwrap();
         assert_eq!(resp.status, 502, "{path}");
-        assert_logged(&gw, &[&format!("route={route} "), "status=502"]).await;
-        gw.expect_metric(
-            &format!("ssegate_upstream_errors_total{{kind=\"connect\",route=\"{route}\"}}"),
-            1.0,
+        assert_recorded(
+            &gw,
+            route,
+            "status=502",
+            "ssegate_upstream_errors_total{kind=\"connect\"",
         )
         .await;
     }
@@ -138,10 +148,11 @@ async fn upstream_that_never_answers_is_504_at_read_timeout() {
             took >= Duration::from_millis(900) && took < Duration::from_secs(4),
             "{path}: 504 after {took:?}, read_timeout is 1 s"
         );
-        assert_logged(&gw, &[&format!("route={route} "), "status=504"]).await;
-        gw.expect_metric(
-            &format!("ssegate_upstream_errors_total{{kind=\"timeout\",route=\"{route}\"}}"),
-            1.0,
+        assert_recorded(
+            &gw,
+            route,
+            "status=504",
+            "ssegate_upstream_errors_total{kind=\"timeout\"",
         )
         .await;
     }
@@ -199,10 +210,11 @@ async fn upstream_close_without_terminator_is_passed_on_as_broken() {
         let (events, end) = read_events(&mut resp).await;
         assert_eq!(events, 2, "{path}");
         assert!(end.is_err(), "{path}: the client saw a clean end");
-        assert_logged(&gw, &[&format!("route={route} "), "close=upstream_error"]).await;
-        gw.expect_metric(
-            &format!("ssegate_stream_closed_total{{reason=\"upstream_error\",route=\"{route}\"}}"),
-            1.0,
+        assert_recorded(
+            &gw,
+            route,
+            "close=upstream_error",
+            "ssegate_stream_closed_total{reason=\"upstream_error\"",
         )
         .await;
     }
@@ -240,10 +252,11 @@ async fn malformed_upstream_responses_are_502() {
                 !body.contains(&upstream.addr.to_string()),
                 "{case}: the error body names the peer: {body}"
             );
-            assert_logged(&gw, &[&format!("route={route} "), "status=502"]).await;
-            gw.expect_metric(
-                &format!("ssegate_upstream_errors_total{{kind=\"reset\",route=\"{route}\"}}"),
-                1.0,
+            assert_recorded(
+                &gw,
+                route,
+                "status=502",
+                "ssegate_upstream_errors_total{kind=\"reset\"",
             )
             .await;
         }
