@@ -1,7 +1,9 @@
 //! `sse-load client`: opens many SSE streams, ramped at a bounded rate, and measures each event's
-//! latency (receive time minus the send time it carries), lost sequence numbers, late events and
-//! failed streams. With `--lifetime-secs` (or `--churn`) streams close after a random lifetime
-//! and reopen at once, so a soak holds about N streams while they come and go.
+//! latency (receive time minus the send time it carries), each stream's time to its response
+//! head, lost sequence numbers, late events and failed streams. With `--lifetime-secs` (or
+//! `--churn`) streams close after a random lifetime and reopen at once, so a soak holds about N
+//! streams while they come and go. HTTP/1.1 opens a connection per stream; `--h2` spreads the
+//! streams over a few HTTP/2-over-TLS connections.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -15,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::http::{self, Framing, Progress, Url};
+use crate::http2;
 use crate::report::{self, Summary};
 use crate::sse;
 use crate::stats::{self, Stats};
@@ -62,6 +65,16 @@ pub struct Args {
     /// Runtime worker threads (default: the CPUs this process may use).
     #[arg(long)]
     threads: Option<usize>,
+    /// HTTP/2 over TLS (the URL must be https://; the certificate is not verified).
+    #[arg(long)]
+    h2: bool,
+    /// With --h2: the connections the streams are spread over, round robin.
+    #[arg(long, default_value_t = 1, requires = "h2")]
+    connections: u64,
+    /// Once the streams have closed, wait SECS and read the watched processes' RSS again, to see
+    /// whether their memory comes back.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    settle_secs: f64,
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -111,10 +124,16 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const LATE_US: u64 = 50_000;
 const READ_BUF: usize = 4096;
 
-/// Where streams connect, and the request they send.
-struct Target {
-    addr: SocketAddr,
-    request: Vec<u8>,
+/// Where streams go, and how.
+enum Target {
+    /// HTTP/1.1: a connection per stream, each sending `request`.
+    H1 { addr: SocketAddr, request: Vec<u8> },
+    /// HTTP/2 over TLS: stream slot `i` uses connection `i % conns.len()`; `None` is a connection
+    /// that could not be opened (its streams fail).
+    H2 {
+        conns: Vec<Option<http2::Sender>>,
+        uri: ::http::Uri,
+    },
 }
 
 /// Why a stream failed.
@@ -135,6 +154,10 @@ pub fn main(args: Args, nofile: u64) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if url.tls != args.h2 {
+        eprintln!("sse-load client: --h2 goes with an https:// URL, and an https:// URL with --h2");
+        return ExitCode::from(2);
+    }
     if args.streams + 64 > nofile {
         eprintln!(
             "sse-load client: warning: {} streams but only {nofile} file descriptors allowed",
@@ -182,10 +205,39 @@ async fn run(args: &Args, url: Url, stats: Arc<Stats>) -> Result<Summary, String
         .map_err(|e| format!("{}: {e}", url.authority))?
         .next()
         .ok_or_else(|| format!("{}: no address", url.authority))?;
-    let target = Arc::new(Target {
-        addr,
-        request: url.sse_request(),
-    });
+    // Before any stream or connection: the watched processes at rest.
+    let watched_rss_idle = sys::total_rss_kib(&args.watch_pids);
+    let target = if args.h2 {
+        let connector = http2::Connector::new()?;
+        let mut conns = Vec::new();
+        for _ in 0..args.connections.max(1) {
+            let connect = connector.connect(addr, url.host());
+            match tokio::time::timeout(OPEN_TIMEOUT, connect).await {
+                Ok(Ok(sender)) => conns.push(Some(sender)),
+                Ok(Err(e)) => {
+                    eprintln!("sse-load client: {e}");
+                    conns.push(None);
+                }
+                Err(_) => {
+                    eprintln!(
+                        "sse-load client: {addr}: no HTTP/2 connection within {OPEN_TIMEOUT:?}"
+                    );
+                    conns.push(None);
+                }
+            }
+        }
+        let uri = url
+            .uri()
+            .parse()
+            .map_err(|e| format!("{}: {e}", args.url))?;
+        Target::H2 { conns, uri }
+    } else {
+        Target::H1 {
+            addr,
+            request: url.sse_request(),
+        }
+    };
+    let target = Arc::new(target);
     let lifetime = match (args.lifetime_secs, args.churn) {
         (Some(lifetime), _) => Some(lifetime),
         (None, true) => Some(Lifetime {
@@ -200,8 +252,6 @@ async fn run(args: &Args, url: Url, stats: Arc<Stats>) -> Result<Summary, String
         .unwrap_or(args.streams as f64 / ramp_per_sec + 2.0)
         .max(0.0);
     let duration = args.duration_secs.max(0.001);
-    // Before any stream: the watched processes at rest.
-    let watched_rss_idle = sys::total_rss_kib(&args.watch_pids);
     let start = Instant::now();
     let window_start = start + Duration::from_secs_f64(warmup);
     let end = window_start + Duration::from_secs_f64(duration);
@@ -278,6 +328,15 @@ async fn run(args: &Args, url: Url, stats: Arc<Stats>) -> Result<Summary, String
     let _ = total.add(stats.drain());
     // Streams stop at `end` by themselves; give them a moment to close their sockets.
     let _ = tokio::time::timeout(Duration::from_secs(5), spawner).await;
+    let settle_secs = args.settle_secs.max(0.0);
+    let watched_rss_after_close = if settle_secs > 0.0 && !args.watch_pids.is_empty() {
+        eprintln!("sse-load client: streams closed; reading RSS again in {settle_secs} s");
+        tokio::time::sleep(Duration::from_secs_f64(settle_secs)).await;
+        Some(sys::total_rss_kib(&args.watch_pids))
+    } else {
+        None
+    };
+    let heads = stats.heads();
 
     let c = &stats.counters;
     let events = stats::get(&c.events);
@@ -288,11 +347,14 @@ async fn run(args: &Args, url: Url, stats: Arc<Stats>) -> Result<Summary, String
         stats::get(&c.bad_status),
         stats::get(&c.closed_early),
     );
+    let (head_p50, _, head_p99, _, head_max, _) = report::percentiles(&heads);
     Ok(Summary {
         kind: "sse",
         label: args.label.clone(),
         tags: args.tags.iter().cloned().collect(),
         url: args.url.clone(),
+        protocol: if args.h2 { "h2" } else { "http/1.1" },
+        h2_connections: if args.h2 { args.connections.max(1) } else { 0 },
         streams: args.streams,
         streams_opened: stats::get(&c.opened),
         streams_failed: connect_errors + bad_status + closed_early,
@@ -317,6 +379,10 @@ async fn run(args: &Args, url: Url, stats: Arc<Stats>) -> Result<Summary, String
         p999_us: p999,
         max_us: max,
         mean_us: mean,
+        heads: heads.len(),
+        head_p50_us: head_p50,
+        head_p99_us: head_p99,
+        head_max_us: head_max,
         warmup_secs: warmup,
         duration_secs: duration,
         events_per_sec: events as f64 / duration,
@@ -324,6 +390,8 @@ async fn run(args: &Args, url: Url, stats: Arc<Stats>) -> Result<Summary, String
         watched_cpu_secs: watched_cpu,
         watched_rss_idle_kib: watched_rss_idle,
         watched_rss_kib: watched_rss,
+        settle_secs,
+        watched_rss_after_close_kib: watched_rss_after_close,
         client_cpu_secs: client_cpu,
     })
 }
@@ -344,13 +412,19 @@ async fn open_streams(
             break;
         }
         sleep_until(at).await;
-        slots.spawn(slot(stats.clone(), target.clone(), lifetime, end));
+        slots.spawn(slot(stats.clone(), target.clone(), i, lifetime, end));
     }
     while slots.join_next().await.is_some() {}
 }
 
 /// One stream slot: a stream until `end`, or with a lifetime, stream after stream until `end`.
-async fn slot(stats: Arc<Stats>, target: Arc<Target>, lifetime: Option<Lifetime>, end: Instant) {
+async fn slot(
+    stats: Arc<Stats>,
+    target: Arc<Target>,
+    index: u64,
+    lifetime: Option<Lifetime>,
+    end: Instant,
+) {
     let c = &stats.counters;
     let mut reopen = false;
     loop {
@@ -362,7 +436,7 @@ async fn slot(stats: Arc<Stats>, target: Arc<Target>, lifetime: Option<Lifetime>
         if reopen {
             stats::add(&c.reopens, 1);
         }
-        if let Err(failure) = stream(&stats, &target, until).await {
+        if let Err(failure) = stream(&stats, &target, index, until).await {
             stats::add(
                 match failure {
                     Failure::Connect => &c.connect_errors,
@@ -386,15 +460,35 @@ async fn slot(stats: Arc<Stats>, target: Arc<Target>, lifetime: Option<Lifetime>
 }
 
 /// Opens one stream and reads it until `until`. A stream that cannot open by then has failed.
-async fn stream(stats: &Stats, target: &Target, until: Instant) -> Result<(), Failure> {
+async fn stream(stats: &Stats, target: &Target, index: u64, until: Instant) -> Result<(), Failure> {
+    match target {
+        Target::H1 { addr, request } => stream_h1(stats, *addr, request, until).await,
+        Target::H2 { conns, uri } => {
+            let conn = usize::try_from(index).map_or(0, |i| i % conns.len().max(1));
+            match conns.get(conn) {
+                Some(Some(sender)) => stream_h2(stats, sender, uri, until).await,
+                _ => Err(Failure::Connect),
+            }
+        }
+    }
+}
+
+/// An HTTP/1.1 stream on a connection of its own.
+async fn stream_h1(
+    stats: &Stats,
+    addr: SocketAddr,
+    request: &[u8],
+    until: Instant,
+) -> Result<(), Failure> {
     let open_by = until.min(Instant::now() + OPEN_TIMEOUT);
-    let mut sock = match timeout_at(open_by, TcpStream::connect(target.addr)).await {
+    let mut sock = match timeout_at(open_by, TcpStream::connect(addr)).await {
         Ok(Ok(sock)) => sock,
         _ => return Err(Failure::Connect),
     };
     // Only affects our request; the events come the other way.
     let _ = sock.set_nodelay(true);
-    if sock.write_all(&target.request).await.is_err() {
+    let sent = Instant::now();
+    if sock.write_all(request).await.is_err() {
         return Err(Failure::Connect);
     }
     let mut buf = Vec::with_capacity(READ_BUF);
@@ -410,21 +504,71 @@ async fn stream(stats: &Stats, target: &Target, until: Instant) -> Result<(), Fa
     if head.status != 200 {
         return Err(Failure::Status);
     }
-    let c = &stats.counters;
-    stats::add(&c.opened, 1);
-    stats::add(&c.open_now, 1);
-    let mut reader = Reader {
-        framing: head.framing,
-        parser: sse::Parser::new(),
-        last_seq: None,
-        latencies: Vec::with_capacity(16),
-    };
-    let result = reader
+    stats.record_head(micros(sent.elapsed()));
+    let mut reader = Reader::new(head.framing);
+    let _open = OpenStream::new(stats);
+    reader
         .read_until(stats, &mut sock, buf, head_len, until)
-        .await;
-    c.open_now
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    result
+        .await
+}
+
+/// An HTTP/2 stream on a shared connection.
+async fn stream_h2(
+    stats: &Stats,
+    sender: &http2::Sender,
+    uri: &::http::Uri,
+    until: Instant,
+) -> Result<(), Failure> {
+    let open_by = until.min(Instant::now() + OPEN_TIMEOUT);
+    let request = ::http::Request::get(uri.clone())
+        .header(::http::header::ACCEPT, "text/event-stream")
+        .header(::http::header::CACHE_CONTROL, "no-cache")
+        .body(())
+        .map_err(|_| Failure::Connect)?;
+    let sent = Instant::now();
+    let response = timeout_at(open_by, async {
+        // Waits while the connection has as many streams open as the server allows.
+        let mut sender = sender.clone().ready().await?;
+        let (response, _) = sender.send_request(request, true)?;
+        response.await
+    })
+    .await;
+    let response = match response {
+        Ok(Ok(response)) => response,
+        _ => return Err(Failure::Connect),
+    };
+    if response.status() != ::http::StatusCode::OK {
+        return Err(Failure::Status);
+    }
+    stats.record_head(micros(sent.elapsed()));
+    // HTTP/2 frames the body itself: DATA frames carry the event stream as it is.
+    let mut reader = Reader::new(Framing::Close);
+    let _open = OpenStream::new(stats);
+    reader.read_h2(stats, response.into_body(), until).await
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Counts a stream as open (and opened) while it lives.
+struct OpenStream<'a>(&'a Stats);
+
+impl<'a> OpenStream<'a> {
+    fn new(stats: &'a Stats) -> Self {
+        stats::add(&stats.counters.opened, 1);
+        stats::add(&stats.counters.open_now, 1);
+        Self(stats)
+    }
+}
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.0
+            .counters
+            .open_now
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The receiving side of one open stream.
@@ -437,6 +581,43 @@ struct Reader {
 }
 
 impl Reader {
+    fn new(framing: Framing) -> Self {
+        Self {
+            framing,
+            parser: sse::Parser::new(),
+            last_seq: None,
+            latencies: Vec::with_capacity(16),
+        }
+    }
+
+    /// Reads an HTTP/2 stream's events until `until` (success) or its end (failure).
+    async fn read_h2(
+        &mut self,
+        stats: &Stats,
+        mut body: h2::RecvStream,
+        until: Instant,
+    ) -> Result<(), Failure> {
+        let deadline = sleep_until(until);
+        tokio::pin!(deadline);
+        loop {
+            let data = tokio::select! {
+                biased;
+                _ = &mut deadline => return Ok(()),
+                data = body.data() => data,
+            };
+            match data {
+                Some(Ok(data)) => {
+                    // The data is consumed: the peer may send as much again.
+                    let _ = body.flow_control().release_capacity(data.len());
+                    if self.process(stats, &data)? == Progress::Done {
+                        return Err(Failure::ClosedEarly);
+                    }
+                }
+                Some(Err(_)) | None => return Err(Failure::ClosedEarly),
+            }
+        }
+    }
+
     /// Reads events until `until` (success) or the stream ends (failure). `buf` holds the
     /// response head and maybe the first body bytes.
     async fn read_until(

@@ -1,5 +1,6 @@
-//! The little HTTP/1.1 the load tool needs: the target URL, reading a message head off a socket,
-//! and decoding a response body framed by chunked encoding, a `Content-Length` or the close.
+//! The little HTTP/1.1 the load tool needs: the target URL (`http://`, or `https://` for the
+//! HTTP/2 mode), reading a message head off a socket, and decoding a response body framed by
+//! chunked encoding, a `Content-Length` or the close.
 
 use std::io;
 
@@ -9,9 +10,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 pub const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
-/// `http://HOST[:PORT]/PATH`, split for connecting and for the request line.
+/// `http://HOST[:PORT]/PATH` or `https://…`, split for connecting and for the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
+    /// `https`: TLS (the client speaks HTTP/2 over it).
+    pub tls: bool,
     /// `HOST:PORT`, for connecting and for the `Host` header.
     pub authority: String,
     /// Path and query, starting with `/`.
@@ -20,9 +23,15 @@ pub struct Url {
 
 impl Url {
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else {
+            return Err(format!(
+                "{url}: only http:// and https:// URLs are supported"
+            ));
+        };
         let (authority, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, "/"),
@@ -36,12 +45,28 @@ impl Url {
         {
             authority.to_string()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if tls { 443 } else { 80 })
         };
         Ok(Self {
+            tls,
             authority,
             path: path.to_string(),
         })
+    }
+
+    /// The host without the port (and without an IPv6 address's brackets).
+    pub fn host(&self) -> &str {
+        let host = self
+            .authority
+            .rsplit_once(':')
+            .map_or(self.authority.as_str(), |(host, _)| host);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// The whole URL, for an HTTP/2 request's `:scheme`, `:authority` and `:path`.
+    pub fn uri(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.path)
     }
 
     /// The GET request for an event stream.
@@ -427,6 +452,12 @@ mod tests {
             Url::parse("http://localhost").expect("valid").authority,
             "localhost:80"
         );
-        assert!(Url::parse("https://x/").is_err());
+        assert!(!url.tls);
+        assert_eq!(url.host(), "127.0.0.1");
+        let url = Url::parse("https://[::1]/sse").expect("valid");
+        assert!(url.tls);
+        assert_eq!((url.authority.as_str(), url.host()), ("[::1]:443", "::1"));
+        assert_eq!(url.uri(), "https://[::1]:443/sse");
+        assert!(Url::parse("ftp://x/").is_err());
     }
 }

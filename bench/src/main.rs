@@ -4,12 +4,14 @@
 //! ```text
 //! sse-load upstream --listen 127.0.0.1:9100 --interval-ms 100 [--padding BYTES]
 //! sse-load client --url http://127.0.0.1:8080/sse --streams 1000 --duration-secs 20 [--json]
+//! sse-load client --url https://127.0.0.1:8443/sse --h2 --connections 10 --streams 1000
 //! sse-load compare --input bench/results/raw-DATE.jsonl [--check]
 //! ```
 
 mod client;
 mod compare;
 mod http;
+mod http2;
 mod report;
 mod sse;
 mod stats;

@@ -15,6 +15,10 @@ pub struct Summary {
     pub label: String,
     pub tags: BTreeMap<String, String>,
     pub url: String,
+    /// "http/1.1" (a connection per stream) or "h2" (over TLS).
+    pub protocol: &'static str,
+    /// HTTP/2 connections the streams shared (0 for HTTP/1.1).
+    pub h2_connections: u64,
     pub streams: u64,
     pub streams_opened: u64,
     /// connect_errors + bad_status + closed_early.
@@ -36,6 +40,12 @@ pub struct Summary {
     pub p999_us: u64,
     pub max_us: u64,
     pub mean_us: f64,
+    /// Time from sending a stream's request to having its response head, over every stream
+    /// that got a 200 (warm-up included): how many, p50, p99 and max in microseconds.
+    pub heads: u64,
+    pub head_p50_us: u64,
+    pub head_p99_us: u64,
+    pub head_max_us: u64,
     pub warmup_secs: f64,
     pub duration_secs: f64,
     pub events_per_sec: f64,
@@ -45,6 +55,9 @@ pub struct Summary {
     pub watched_cpu_secs: f64,
     pub watched_rss_idle_kib: u64,
     pub watched_rss_kib: u64,
+    /// `--settle-secs`: how long after the streams closed the RSS was read again (0: not read).
+    pub settle_secs: f64,
+    pub watched_rss_after_close_kib: Option<u64>,
     /// The client's own CPU seconds in the window (1.0 per second = one core saturated).
     pub client_cpu_secs: f64,
 }
@@ -73,7 +86,14 @@ impl Summary {
     pub fn table(&self) -> String {
         let ms = |us: u64| format!("{:.3} ms", us as f64 / 1000.0);
         let mut rows: Vec<(&str, String)> = vec![
-            ("url", self.url.clone()),
+            (
+                "url",
+                if self.h2_connections > 0 {
+                    format!("{} (h2, {} connections)", self.url, self.h2_connections)
+                } else {
+                    self.url.clone()
+                },
+            ),
             (
                 "streams",
                 format!(
@@ -122,6 +142,16 @@ impl Summary {
             ("latency p99.9", ms(self.p999_us)),
             ("latency max", ms(self.max_us)),
             ("latency mean", format!("{:.3} ms", self.mean_us / 1000.0)),
+            (
+                "response head",
+                format!(
+                    "p50 {}, p99 {}, max {} ({} streams)",
+                    ms(self.head_p50_us),
+                    ms(self.head_p99_us),
+                    ms(self.head_max_us),
+                    self.heads
+                ),
+            ),
             ("client cpu", format!("{:.2} s", self.client_cpu_secs)),
         ]);
         if !self.watched_pids.is_empty() {
@@ -133,6 +163,15 @@ impl Summary {
                     self.watched_cpu_secs,
                     self.watched_rss_kib,
                     self.watched_rss_idle_kib
+                ),
+            ));
+        }
+        if let Some(kib) = self.watched_rss_after_close_kib {
+            rows.push((
+                "after close",
+                format!(
+                    "rss {kib} KiB {:.0} s after the streams closed",
+                    self.settle_secs
                 ),
             ));
         }

@@ -54,6 +54,9 @@ pub struct Stats {
     measuring: AtomicBool,
     shards: Vec<Mutex<Histogram<u64>>>,
     next_shard: AtomicUsize,
+    /// Time from sending a request to having its response head, in µs: one value per stream
+    /// opened (warm-up included, since that is when most streams open), so one lock will do.
+    heads: Mutex<Histogram<u64>>,
 }
 
 impl Stats {
@@ -65,6 +68,7 @@ impl Stats {
                 .map(|_| Mutex::new(new_histogram()))
                 .collect(),
             next_shard: AtomicUsize::new(0),
+            heads: Mutex::new(new_histogram()),
         }
     }
 
@@ -93,6 +97,16 @@ impl Stats {
         for &us in latencies_us {
             histogram.saturating_record(us);
         }
+    }
+
+    /// Records the time one stream took from sending its request to having its response head.
+    pub fn record_head(&self, us: u64) {
+        lock(&self.heads).saturating_record(us);
+    }
+
+    /// A copy of the response-head times recorded so far.
+    pub fn heads(&self) -> Histogram<u64> {
+        lock(&self.heads).clone()
     }
 
     /// Moves what the shards recorded since the last call into a new histogram.
@@ -142,5 +156,9 @@ mod tests {
         assert_eq!(h.len(), 4);
         assert_eq!(h.max(), 400);
         assert_eq!(stats.drain().len(), 0);
+        stats.record_head(1500);
+        stats.record_head(2500);
+        assert_eq!(stats.heads().len(), 2);
+        assert_eq!(stats.drain().len(), 0, "head times are not event latencies");
     }
 }
