@@ -19,14 +19,14 @@ pub struct Gateway {
     /// One per upstream, in config order.
     pools: Vec<Arc<UpstreamPool>>,
     /// Metrics for requests that match no route.
-    pub unmatched: RouteMetrics,
+    pub unmatched: Arc<RouteMetrics>,
 }
 
 /// A route with everything a request on it needs.
 pub struct RouteEntry {
     pub config: Route,
     pub upstream: Arc<UpstreamPool>,
-    pub metrics: RouteMetrics,
+    pub metrics: Arc<RouteMetrics>,
     /// Streams open on this route, for `sse.max_streams`; carried over by a reload, so streams
     /// opened before it still count.
     open_streams: Arc<AtomicU64>,
@@ -52,7 +52,7 @@ impl Gateway {
             .map(|r| RouteEntry {
                 config: r.clone(),
                 upstream: pools[r.upstream].clone(),
-                metrics: RouteMetrics::new(&r.name),
+                metrics: Arc::new(RouteMetrics::new(&r.name)),
                 open_streams: previous
                     .and_then(|g| g.routes.iter().find(|old| old.config.name == r.name))
                     .map_or_else(
@@ -65,7 +65,7 @@ impl Gateway {
             router: Router::new(&config.routes),
             routes,
             pools,
-            unmatched: RouteMetrics::new(UNMATCHED),
+            unmatched: Arc::new(RouteMetrics::new(UNMATCHED)),
         }
     }
 

@@ -15,13 +15,13 @@ use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
-use pingora_proxy::http_proxy_service_with_name;
 
 use ssegate::cli::Cli;
 use ssegate::config::Config;
 use ssegate::drain::DrainService;
 use ssegate::gateway::Gateway;
 use ssegate::proxy::Proxy;
+use ssegate::relay::handover::ConnectionReturn;
 use ssegate::reload::Reloader;
 use ssegate::signals::SignalWatch;
 use ssegate::upstreams::HealthCheckService;
@@ -91,8 +91,15 @@ fn build_server(cli: &Cli, mut config: Config) -> Result<(Server, Reloader), Str
     let grace_period =
         Duration::from_secs(server.configuration.grace_period_seconds.unwrap_or(300));
     let (drain_service, drain) = DrainService::new(grace_period);
-    let proxy = Proxy::new(gateway.clone(), &server.configuration, drain);
-    let mut proxy = http_proxy_service_with_name(&server.configuration, proxy, "ssegate proxy");
+    let connections = Arc::new(ConnectionReturn::default());
+    let proxy = Proxy::new(
+        gateway.clone(),
+        &server.configuration,
+        drain,
+        connections.clone(),
+    );
+    let mut proxy =
+        ssegate::service::proxy_service(&server.configuration, proxy, connections, "ssegate proxy");
     for listener in &config.listeners {
         let address = listener.address.to_string();
         let endpoint = ListenerConfig::tcp(address.clone());

@@ -5,29 +5,27 @@
 //! goes through Pingora's proxy loop, with the streaming policy applied to `text/event-stream`
 //! responses in the response filters.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_core::connectors::http::Connector as HttpConnector;
-use pingora_core::connectors::ConnectorOptions;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::access_log;
 use crate::downstream;
 use crate::drain::DrainSignal;
 use crate::failure::{self, NO_HEALTHY_PEER};
 use crate::gateway::{Gateway, RouteEntry, StreamSlot};
 use crate::headers;
-use crate::metrics::{CloseReason, RouteMetrics};
-use crate::relay;
+use crate::metrics::RouteMetrics;
+use crate::relay::handover::ConnectionReturn;
+use crate::relay::{Finish, Relay};
+use crate::report::{self, Report, RequestLine, Served};
 use crate::responses;
 use crate::routing;
 use crate::streaming::{self, Stream};
@@ -37,17 +35,21 @@ const STREAM_LIMIT_RETRY_AFTER_SECS: u64 = 1;
 
 pub struct Proxy {
     gateway: Arc<ArcSwap<Gateway>>,
-    /// Upstream connections of the relay (marked routes), pooled like Pingora's own.
-    connector: HttpConnector,
-    drain: DrainSignal,
+    /// Serves marked routes.
+    relay: Relay,
 }
 
 impl Proxy {
-    pub fn new(gateway: Arc<ArcSwap<Gateway>>, conf: &ServerConf, drain: DrainSignal) -> Self {
+    /// `connections` is how the relay gives client connections back (see [`crate::service`]).
+    pub fn new(
+        gateway: Arc<ArcSwap<Gateway>>,
+        conf: &ServerConf,
+        drain: DrainSignal,
+        connections: Arc<ConnectionReturn>,
+    ) -> Self {
         Proxy {
             gateway,
-            connector: HttpConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
-            drain,
+            relay: Relay::new(conf, drain, connections),
         }
     }
 }
@@ -61,13 +63,8 @@ pub struct RequestCtx {
     /// Held while a request is open on a route with `sse.max_streams`.
     slot: Option<StreamSlot>,
     served: Served,
-}
-
-/// What serving the request produced, for logging.
-#[derive(Default)]
-pub struct Served {
-    pub peer: Option<SocketAddr>,
-    pub stream: Option<Stream>,
+    /// The relay took the client connection and reports the request itself.
+    handed_over: bool,
 }
 
 impl RequestCtx {
@@ -75,7 +72,7 @@ impl RequestCtx {
         self.route.map(|i| self.gateway.route(i))
     }
 
-    fn metrics(&self) -> &RouteMetrics {
+    fn metrics(&self) -> &Arc<RouteMetrics> {
         self.route().map_or(&self.gateway.unmatched, |r| &r.metrics)
     }
 
@@ -95,6 +92,7 @@ impl ProxyHttp for Proxy {
             route: None,
             slot: None,
             served: Served::default(),
+            handed_over: false,
         }
     }
 
@@ -134,16 +132,19 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         };
         ctx.slot = Some(slot);
-        let drain = self.drain.clone();
-        relay::run(
-            &self.connector,
-            drain,
-            session,
-            route,
-            ctx.arrived,
-            &mut ctx.served,
-        )
-        .await?;
+        let key = client_key(session);
+        let finish = self
+            .relay
+            .serve(
+                session,
+                route,
+                &key,
+                ctx.arrived,
+                &mut ctx.served,
+                &mut ctx.slot,
+            )
+            .await?;
+        ctx.handed_over = finish == Finish::HandedOver;
         Ok(true)
     }
 
@@ -242,58 +243,35 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if ctx.handed_over {
+            return;
+        }
         let stream = ctx.served.stream.as_mut().map(|s| {
-            let reason = match (e, s.close_reason()) {
-                (Some(e), _) => failure::close_reason(Some(e)),
-                (None, Some(reason)) => reason,
-                (None, None) => CloseReason::UpstreamEnd,
-            };
+            let reason = report::close_reason(e, s.close_reason());
             s.set_close_reason(reason);
-            (s.events(), reason.as_str())
+            (s.events(), reason)
         });
-        let metrics = ctx.metrics();
-        if status != 0 {
-            metrics.response(status);
+        Report {
+            metrics: ctx.metrics(),
+            status: session.response_written().map(|r| r.status.as_u16()),
+            peer: ctx.served.peer,
+            arrived: ctx.arrived,
+            bytes: session.body_bytes_sent(),
+            stream,
+            error: e,
         }
-        if let Some(kind) = e.and_then(|e| failure::classify(e).upstream_kind) {
-            metrics.upstream_error(kind);
-        }
-        if stream.is_none() && status != 0 {
-            metrics
-                .request_duration
-                .observe(ctx.arrived.elapsed().as_secs_f64());
-        }
-        if access_log::enabled() {
-            write_access_log(session, e, ctx, status, stream);
-        }
+        .emit(|| {
+            let req = session.req_header();
+            RequestLine {
+                client: session.client_addr().map(|a| a.to_string()),
+                method: req.method.as_str(),
+                path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            }
+        });
         // Close the stream (metrics) and free its slot now rather than whenever ctx is dropped.
         ctx.served.stream = None;
         ctx.slot = None;
     }
-}
-
-/// Writes the request's access-log line (SPEC section 7).
-fn write_access_log(
-    session: &Session,
-    e: Option<&Error>,
-    ctx: &RequestCtx,
-    status: u16,
-    stream: Option<(u64, &'static str)>,
-) {
-    let req = session.req_header();
-    access_log::write(&access_log::Entry {
-        client: session.client_addr().map(|a| a.to_string()),
-        method: req.method.as_str(),
-        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-        route: ctx.route_name(),
-        status,
-        peer: ctx.served.peer,
-        duration: ctx.arrived.elapsed(),
-        bytes: session.body_bytes_sent(),
-        stream,
-        error: e.map(|e| e.to_string()),
-    });
 }
 
 /// The `consistent_hash` key: the client's IP address.

@@ -36,10 +36,11 @@
 //!   when [`Stream`] is dropped, so the gauge returns to 0 however a stream ends.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use pingora_core::Result;
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::events::EventScanner;
 use crate::metrics::{CloseReason, RouteMetrics};
@@ -59,13 +60,19 @@ fn is_event_stream(resp: &ResponseHeader) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
-/// Frames a response with neither `Content-Length` nor `Transfer-Encoding` as chunked, as
-/// Pingora's own proxy loop does, so the client connection can stay open after it. (Pingora's
-/// HTTP/2 writer drops the header again.)
-pub fn frame_unframed(resp: &mut ResponseHeader, head_request: bool) -> Result<()> {
-    let no_body = head_request || matches!(resp.status.as_u16(), 204 | 304);
-    if !no_body
-        && !resp.headers.contains_key(http::header::CONTENT_LENGTH)
+/// Frames a relayed response for the client of `req`. An HTTP/1.0 client cannot read chunks
+/// (RFC 9112 section 6.1), so its body runs until the connection closes. Otherwise a body with
+/// neither `Content-Length` nor `Transfer-Encoding` is framed as chunked, as Pingora's own proxy
+/// loop does, so the client connection can stay open after it. (Pingora's HTTP/2 writer drops
+/// the header again.)
+pub fn frame_for_client(resp: &mut ResponseHeader, req: &RequestHeader) -> Result<()> {
+    let no_body = req.method == http::Method::HEAD || matches!(resp.status.as_u16(), 204 | 304);
+    if no_body {
+        return Ok(());
+    }
+    if req.version == http::Version::HTTP_10 {
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+    } else if !resp.headers.contains_key(http::header::CONTENT_LENGTH)
         && !resp.headers.contains_key(http::header::TRANSFER_ENCODING)
     {
         resp.set_version(http::Version::HTTP_11);
@@ -91,7 +98,7 @@ pub fn prepare_response(resp: &mut ResponseHeader) -> Result<()> {
 /// including a runtime torn down at the end of a shutdown) always closes it exactly once.
 #[derive(Debug)]
 pub struct Stream {
-    metrics: RouteMetrics,
+    metrics: Arc<RouteMetrics>,
     request_start: Instant,
     opened: Instant,
     scanner: EventScanner,
@@ -105,7 +112,7 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn open(metrics: &RouteMetrics, request_start: Instant) -> Self {
+    pub fn open(metrics: &Arc<RouteMetrics>, request_start: Instant) -> Self {
         metrics.streams_total.inc();
         metrics.streams_active.inc();
         Stream {
@@ -131,18 +138,8 @@ impl Stream {
     /// to Pingora's writer on the proxy path (see the module doc).
     pub fn chunk_sent(&mut self, chunk: &[u8]) {
         let now = Instant::now();
-        let events = self.scanner.feed(chunk);
-        if events > 0 {
-            if self.events == 0 {
-                self.metrics
-                    .first_event
-                    .observe((now - self.request_start).as_secs_f64());
-            }
-            self.events += events;
-            self.metrics.events.inc_by(events);
-        }
-        self.bytes += chunk.len() as u64;
-        self.metrics.bytes.inc_by(chunk.len() as u64);
+        let events = self.scan(chunk);
+        self.count(now, chunk.len(), events);
         // Pingora may merge queued chunks into one write; match them by length.
         let mut remaining = chunk.len();
         while let Some((arrived, len)) = self.in_flight.front_mut() {
@@ -158,6 +155,37 @@ impl Stream {
         }
     }
 
+    /// Scans a payload about to be sent; returns how many events it completes. The relay scans
+    /// before it writes, so that [`Self::at_boundary`] already knows where the payload ends.
+    pub fn scan(&mut self, payload: &[u8]) -> u64 {
+        self.scanner.feed(payload)
+    }
+
+    /// A payload of `len` bytes, read from the upstream at `read_at` and completing `events`
+    /// events ([`Self::scan`]), has been written and flushed to the client (the relay's path:
+    /// one read, one write).
+    pub fn delivered(&mut self, read_at: Instant, len: usize, events: u64) {
+        let now = Instant::now();
+        self.count(now, len, events);
+        self.metrics
+            .flush_latency
+            .observe((now - read_at).as_secs_f64());
+    }
+
+    fn count(&mut self, now: Instant, len: usize, events: u64) {
+        if events > 0 {
+            if self.events == 0 {
+                self.metrics
+                    .first_event
+                    .observe((now - self.request_start).as_secs_f64());
+            }
+            self.events += events;
+            self.metrics.events.inc_by(events);
+        }
+        self.bytes += len as u64;
+        self.metrics.bytes.inc_by(len as u64);
+    }
+
     /// A heartbeat comment was written to the client.
     pub fn heartbeat_sent(&self) {
         self.metrics.heartbeats.inc();
@@ -166,6 +194,11 @@ impl Stream {
     /// Whether bytes written now would fall between events (see [`EventScanner::at_boundary`]).
     pub fn at_boundary(&self) -> bool {
         self.scanner.at_boundary()
+    }
+
+    /// The handles of the route the stream is on.
+    pub fn metrics(&self) -> &RouteMetrics {
+        &self.metrics
     }
 
     pub fn events(&self) -> u64 {
