@@ -57,9 +57,10 @@
 #   LADDER ["2000 5000"]   extra stream counts at TOP_RATE for the capacity table
 #   PATHS                  paths to run [direct nginx floor ssegate, plus base if
 #                          SSEGATE_BASE_BIN is set]
-#   SSEGATE_BIN            ssegate binary [target/release/ssegate]
+#   PROFILE                the cargo profile both proxies are built with [dist; smoke: release]
+#   SSEGATE_BIN            ssegate binary [target/PROFILE/ssegate]
 #   SSEGATE_BASE_BIN       an older ssegate binary, run as path `base` [unset: no base path]
-#   FLOOR_BIN              pingora-floor binary [target/release/pingora-floor]
+#   FLOOR_BIN              pingora-floor binary [target/PROFILE/pingora-floor]
 #   TLS_STREAMS [1000], TLS_CONNECTIONS [10], TLS_RATE [10]   the TLS + HTTP/2 scenario
 #   WRK_SECS [10]          seconds per wrk run
 #   PROXY_THREADS [1]      nginx workers / Pingora threads
@@ -95,17 +96,24 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 # Debian starts an nginx service on install; ours runs on its own ports and prefix, so it does
 # not matter, but a stock server on :80 is not ours to stop.
 
+# Both proxies are built with the profile ssegate ships with (`dist`: fat LTO), or PROFILE. The
+# smoke run takes `release`, which CI has built already.
+if [[ $mode == smoke ]]; then
+  profile=${PROFILE:-release}
+else
+  profile=${PROFILE:-dist}
+fi
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   # ssegate and the floor together resolve to exactly ssegate's own features, so the floor runs
   # on the very Pingora build ssegate links, and a plain `cargo build --release` rebuilds
   # nothing. The load tool builds apart: its dependencies would change those features (and
   # recompile Pingora) if it joined them.
-  cargo build --release --quiet -p ssegate -p ssegate-floor
+  cargo build --profile "$profile" --quiet -p ssegate -p ssegate-floor
   cargo build --release --quiet -p ssegate-bench
 fi
 load="$root/target/release/sse-load"
-ssegate="${SSEGATE_BIN:-$root/target/release/ssegate}"
-floor="${FLOOR_BIN:-$root/target/release/pingora-floor}"
+ssegate="${SSEGATE_BIN:-$root/target/$profile/ssegate}"
+floor="${FLOOR_BIN:-$root/target/$profile/pingora-floor}"
 base="${SSEGATE_BASE_BIN:-}"
 
 # --- what runs -------------------------------------------------------------------------------
@@ -547,7 +555,7 @@ versions+=", Pingora $pingora_version, git $(git rev-parse --short HEAD 2>/dev/n
 if [[ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock bench/floor 2>/dev/null)" ]]; then
   versions+=" with uncommitted changes"
 fi
-path_notes="paths (${paths[*]}): direct = client → upstream; nginx; floor = bare Pingora $pingora_version (\`pingora-floor\`, bench/floor: one ProxyHttp whose upstream_peer returns a fixed HttpPeer, no filters, no logging, Pingora's default settings, built with ssegate's release profile), the engine's own floor; ssegate"
+path_notes="paths (${paths[*]}): direct = client → upstream; nginx; floor = bare Pingora $pingora_version (\`pingora-floor\`, bench/floor: one ProxyHttp whose upstream_peer returns a fixed HttpPeer, no filters, no logging, Pingora's default settings, built with the same cargo profile as ssegate, \`$profile\`), the engine's own floor; ssegate"
 [[ -n "${SSEGATE_BIN:-}" ]] && path_notes+=" (the binary $ssegate)"
 has_path base && path_notes+="; base = the ssegate binary $base ($("$base" --version 2>&1 | head -1)), same config as ssegate"
 scenario_list=""

@@ -8,12 +8,13 @@
 //! at an event boundary after a `retry:` line, so EventSource clients reconnect (to the new
 //! process, on an upgrade) with `Last-Event-ID` and lose nothing.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Streams end this long before Pingora drops its runtimes, so the `retry:` line and the end of
 /// the response are written in time.
@@ -24,40 +25,57 @@ const MARGIN: Duration = Duration::from_secs(1);
 const RETRY_BASE_MS: u64 = 1000;
 const RETRY_JITTER_MS: u64 = 2000;
 
-/// Tells streams when to end: `None` while running, `Some(deadline)` once the process drains.
+/// Tells streams when to end: no deadline while running, a deadline once the process drains.
+///
+/// Checking it is one atomic load ([`Self::deadline_now`]), so a stream's loop can look on every
+/// event; a quiet stream waits in [`Self::deadline`], which wakes it when the drain begins.
 #[derive(Clone)]
-pub struct DrainSignal(watch::Receiver<Option<Instant>>);
+pub struct DrainSignal(Arc<Shared>);
+
+struct Shared {
+    deadline: OnceLock<Instant>,
+    begun: Notify,
+}
 
 impl DrainSignal {
+    /// The deadline, if the drain has begun.
+    pub fn deadline_now(&self) -> Option<Instant> {
+        self.0.deadline.get().copied()
+    }
+
     /// Waits until draining begins and returns the deadline for open streams.
-    pub async fn deadline(&mut self) -> Instant {
-        loop {
-            if let Some(deadline) = *self.0.borrow_and_update() {
-                return deadline;
-            }
-            if self.0.changed().await.is_err() {
-                // The service is gone without draining: never drain.
-                std::future::pending::<()>().await;
-            }
+    pub async fn deadline(&self) -> Instant {
+        let begun = self.0.begun.notified();
+        let mut begun = std::pin::pin!(begun);
+        // Registered before the check, so a drain that begins in between still wakes us.
+        begun.as_mut().enable();
+        if let Some(deadline) = self.deadline_now() {
+            return deadline;
         }
+        begun.await;
+        // Set before the notification; a notification without it cannot happen.
+        self.deadline_now().unwrap_or_else(Instant::now)
     }
 }
 
 /// A background service that turns Pingora's shutdown into a drain deadline.
 pub struct DrainService {
-    tx: watch::Sender<Option<Instant>>,
+    signal: DrainSignal,
     window: Duration,
 }
 
 impl DrainService {
     /// `grace_period` is Pingora's `grace_period_seconds`.
     pub fn new(grace_period: Duration) -> (DrainService, DrainSignal) {
-        let (tx, rx) = watch::channel(None);
+        let signal = DrainSignal(Arc::new(Shared {
+            deadline: OnceLock::new(),
+            begun: Notify::new(),
+        }));
         let service = DrainService {
-            tx,
+            signal: signal.clone(),
             window: grace_period.saturating_sub(MARGIN),
         };
-        (service, DrainSignal(rx))
+        (service, signal)
     }
 }
 
@@ -75,7 +93,8 @@ impl BackgroundService for DrainService {
         );
         // A grace period too long to add to the clock means: never end streams early.
         if let Some(deadline) = Instant::now().checked_add(self.window) {
-            let _ = self.tx.send(Some(deadline));
+            let _ = self.signal.0.deadline.set(deadline);
+            self.signal.0.begun.notify_waiters();
         }
     }
 }
@@ -90,4 +109,25 @@ pub fn retry_block() -> String {
         "retry: {}\n\n",
         RETRY_BASE_MS + nanos % (RETRY_JITTER_MS + 1)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_waiter_registered_before_the_drain_is_woken_by_it() {
+        let (service, signal) = DrainService::new(Duration::from_secs(10));
+        let mut wait = Box::pin(signal.deadline());
+        assert!(futures::poll!(wait.as_mut()).is_pending());
+        assert_eq!(signal.deadline_now(), None);
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(async move { service.start(rx).await });
+        tx.send(true).unwrap();
+        let deadline = tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("woken by the drain");
+        assert_eq!(Some(deadline), signal.deadline_now());
+        running.await.unwrap();
+    }
 }

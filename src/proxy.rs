@@ -132,7 +132,7 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         };
         ctx.slot = Some(slot);
-        let key = client_key(session);
+        let key = balancing_key(session, route);
         let finish = self
             .relay
             .serve(
@@ -158,7 +158,7 @@ impl ProxyHttp for Proxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no route"))?;
         let addr = route
             .upstream
-            .select(&client_key(session), &[])
+            .select(&balancing_key(session, route), &[])
             .ok_or_else(|| Error::explain(NO_HEALTHY_PEER, "every peer is unhealthy"))?;
         let peer = route.upstream.http_peer(addr);
         ctx.served.peer = Some(addr);
@@ -274,10 +274,11 @@ impl ProxyHttp for Proxy {
     }
 }
 
-/// The `consistent_hash` key: the client's IP address.
-pub fn client_key(session: &Session) -> Vec<u8> {
+/// The balancing key of a request: the client's IP address for `consistent_hash`, nothing for
+/// the strategies that ignore it (so most requests build none).
+fn balancing_key(session: &Session, route: &RouteEntry) -> Vec<u8> {
     match session.client_addr().and_then(|a| a.as_inet()) {
-        Some(addr) => addr.ip().to_string().into_bytes(),
-        None => Vec::new(),
+        Some(addr) if route.upstream.uses_key() => addr.ip().to_string().into_bytes(),
+        _ => Vec::new(),
     }
 }

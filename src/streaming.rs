@@ -163,13 +163,14 @@ impl Stream {
 
     /// A payload of `len` bytes, read from the upstream at `read_at` and completing `events`
     /// events ([`Self::scan`]), has been written and flushed to the client (the relay's path:
-    /// one read, one write).
-    pub fn delivered(&mut self, read_at: Instant, len: usize, events: u64) {
+    /// one read, one write). Returns the time of delivery.
+    pub fn delivered(&mut self, read_at: Instant, len: usize, events: u64) -> Instant {
         let now = Instant::now();
         self.count(now, len, events);
         self.metrics
             .flush_latency
             .observe((now - read_at).as_secs_f64());
+        now
     }
 
     fn count(&mut self, now: Instant, len: usize, events: u64) {

@@ -87,6 +87,12 @@ impl UpstreamPool {
         backend.addr.as_inet().copied()
     }
 
+    /// Whether [`Self::select`] uses its key (`consistent_hash`); the others ignore it, so a
+    /// caller need not build one.
+    pub fn uses_key(&self) -> bool {
+        matches!(self.balancer, Balancer::Consistent(_))
+    }
+
     /// The peer to connect to for one request, with the upstream's timeouts.
     pub fn http_peer(&self, addr: SocketAddr) -> HttpPeer {
         let c = &self.config;

@@ -29,6 +29,11 @@ const DEFAULT_UPGRADE_SOCK: &str = "/tmp/ssegate_upgrade.sock";
 /// `drain.rs`), and 5 s is ample for the runtimes to stop after that.
 const DEFAULT_GRACE_PERIOD_SECS: u64 = 30;
 const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+/// Pingora steals work between the threads of a service by default. A proxy with one thread per
+/// core gains nothing from it and pays for it on every wake-up (cross-thread task states and the
+/// scheduler's bookkeeping); without it each thread runs its own connections, as nginx's workers
+/// do. Measured in the benchmark (README, "Build and runtime settings").
+const DEFAULT_WORK_STEALING: bool = false;
 
 /// Validates the config text in `bytes`; `path` is only used for relative TLS file paths.
 pub fn validate(path: &Path, bytes: &[u8]) -> Result<Config, Vec<Problem>> {
@@ -211,7 +216,7 @@ impl Validator {
                 );
             }
         }
-        let defaults: [(&str, serde_yaml::Value); 4] = [
+        let defaults: [(&str, serde_yaml::Value); 5] = [
             ("pid_file", DEFAULT_PID_FILE.into()),
             ("upgrade_sock", DEFAULT_UPGRADE_SOCK.into()),
             ("grace_period_seconds", DEFAULT_GRACE_PERIOD_SECS.into()),
@@ -219,6 +224,7 @@ impl Validator {
                 "graceful_shutdown_timeout_seconds",
                 DEFAULT_SHUTDOWN_TIMEOUT_SECS.into(),
             ),
+            ("work_stealing", DEFAULT_WORK_STEALING.into()),
         ];
         for (key, default) in defaults {
             section.entry(key.into()).or_insert(default);

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use pingora_core::protocols::Stream;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::Session;
@@ -144,10 +144,8 @@ impl ClientSide for OwnedClient {
     async fn send(&mut self, mut buf: BytesMut) -> Result<()> {
         let payload = buf.len() - self.headroom();
         if self.chunked {
-            let size_line = chunk_size_line(payload);
-            let start = CHUNK_HEADROOM - size_line.len();
-            buf[start..CHUNK_HEADROOM].copy_from_slice(size_line.as_bytes());
-            let _ = buf.split_to(start);
+            let start = put_chunk_size(&mut buf[..CHUNK_HEADROOM], payload);
+            buf.advance(start);
             buf.extend_from_slice(b"\r\n");
         }
         self.write(&buf).await?;
@@ -191,9 +189,20 @@ impl ClientSide for OwnedClient {
     }
 }
 
-/// `SIZE CRLF` for a chunk of `len` bytes.
-fn chunk_size_line(len: usize) -> String {
-    format!("{len:X}\r\n")
+/// Writes `SIZE CRLF` for a chunk of `len` bytes at the end of `headroom` (in hexadecimal, as
+/// chunked encoding wants it); returns where it starts.
+fn put_chunk_size(headroom: &mut [u8], mut len: usize) -> usize {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut start = headroom.len() - 2;
+    headroom[start..].copy_from_slice(b"\r\n");
+    loop {
+        start -= 1;
+        headroom[start] = HEX[len & 0xf];
+        len >>= 4;
+        if len == 0 {
+            return start;
+        }
+    }
 }
 
 /// Pingora's downstream session (HTTP/2), which frames and flushes each write itself.
@@ -243,7 +252,14 @@ mod tests {
 
     #[test]
     fn chunk_size_lines_fit_the_headroom() {
-        assert_eq!(chunk_size_line(0x1a), "1A\r\n");
-        assert_eq!(chunk_size_line(usize::MAX).len(), CHUNK_HEADROOM);
+        let line = |len| {
+            let mut headroom = [0u8; CHUNK_HEADROOM];
+            let start = put_chunk_size(&mut headroom, len);
+            String::from_utf8(headroom[start..].to_vec()).unwrap()
+        };
+        assert_eq!(line(0), "0\r\n");
+        assert_eq!(line(0x1a), "1A\r\n");
+        assert_eq!(line(1 << 20), "100000\r\n");
+        assert_eq!(line(usize::MAX), "FFFFFFFFFFFFFFFF\r\n");
     }
 }

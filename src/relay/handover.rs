@@ -58,8 +58,11 @@ pub(crate) async fn take(session: &mut Session) -> Option<Result<Taken>> {
         return None;
     }
     let settings = HttpPersistentSettings::for_session(&session.downstream_session);
+    // The placeholder keeps the request header (for Pingora's diagnostics); the session being
+    // taken apart gets an empty one in exchange, rather than a copy being made.
+    let empty = RequestHeader::build_no_case("GET", b"/", Some(0)).ok()?;
     let placeholder = HandedOver {
-        req: session.req_header().clone(),
+        req: std::mem::replace(session.req_header_mut(), empty),
     };
     let taken = std::mem::replace(
         &mut *session.downstream_session,

@@ -120,10 +120,9 @@ impl Relay {
                 // HTTP/2: the stream stays on Pingora's session.
                 let stream = served.stream.insert(stats);
                 let mut body = body;
-                let mut drain = self.drain.clone();
                 let mut client = SessionClient { session };
                 let reason =
-                    pump::pump(&mut client, &mut body, stream, &policy, &mut drain).await?;
+                    pump::pump(&mut client, &mut body, stream, &policy, &self.drain).await?;
                 stream.set_close_reason(reason);
                 if reason == CloseReason::UpstreamEnd {
                     self.connector.release(body);
@@ -311,7 +310,7 @@ impl StreamTask {
                     &mut self.body,
                     &mut self.stats,
                     &self.policy,
-                    &mut self.drain,
+                    &self.drain,
                 )
                 .await
             }

@@ -34,7 +34,7 @@ pub(crate) async fn pump<C: ClientSide>(
     upstream: &mut UpstreamBody,
     stream: &mut Stream,
     policy: &SsePolicy,
-    drain: &mut DrainSignal,
+    drain: &DrainSignal,
 ) -> Result<CloseReason> {
     let headroom = client.headroom();
     let mut clock = Deadlines::new(policy);
@@ -43,7 +43,12 @@ pub(crate) async fn pump<C: ClientSide>(
     // need one, and the box keeps the stream's task small.
     let mut timer: Option<Pin<Box<Sleep>>> = None;
     let mut timer_at: Option<Instant> = None;
+    // Polled once here so the drain can wake a quiet stream; after that only polled once the
+    // drain has begun (an atomic load tells), not on every event.
     let mut drain_wait = pin!(drain.deadline());
+    if let Poll::Ready(deadline) = futures::poll!(drain_wait.as_mut()) {
+        clock.drain = Some(deadline);
+    }
 
     loop {
         let due = clock.next(stream.at_boundary());
@@ -62,8 +67,8 @@ pub(crate) async fn pump<C: ClientSide>(
                     let len = buf.len() - headroom;
                     let events = stream.scan(&buf[headroom..]);
                     client.send(buf).await?;
-                    stream.delivered(read_at, len, events);
-                    clock.wrote(Instant::now(), true);
+                    let now = stream.delivered(read_at, len, events);
+                    clock.wrote(now, true);
                     if clock.draining_now() && stream.at_boundary() {
                         return Box::pin(end_with_retry(client)).await;
                     }
@@ -92,7 +97,12 @@ pub(crate) async fn pump<C: ClientSide>(
                     clock.wrote(Instant::now(), false);
                 }
             }
-            deadline = &mut drain_wait, if clock.drain.is_none() => {
+            // (A `select!` precondition is read once per loop, not on every wake-up, so the
+            // atomic check is inside the branch.)
+            deadline = poll_fn(|cx| match drain.deadline_now() {
+                Some(_) => drain_wait.as_mut().poll(cx),
+                None => Poll::Pending,
+            }), if clock.drain.is_none() => {
                 clock.drain = Some(deadline);
             }
             gone = client.gone(), if watch_client => {

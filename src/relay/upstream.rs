@@ -7,7 +7,9 @@
 //! response and keeps it as long as the stream lives. Here the head is read into a buffer that is
 //! freed once it is parsed, and the body is read straight off the socket into a per-thread
 //! scratch buffer ([`UpstreamBody::poll_next`]): a quiet stream holds no buffer at all, and one
-//! read becomes one write to the client.
+//! read becomes one write to the client. Read timeouts use Pingora's own timer wheel
+//! (`pingora_timeout`), which arms a timer only once a read is pending and never wakes the
+//! runtime to do so.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_core::{Error, ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
+use pingora_timeout::fast_timeout::fast_timeout;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use super::framing::{BodyDecoder, Framing};
@@ -208,7 +211,7 @@ async fn read_head(
         }
         let read = stream.read_buf(&mut buf);
         let read = match read_timeout {
-            Some(limit) => match tokio::time::timeout(limit, read).await {
+            Some(limit) => match fast_timeout(limit, read).await {
                 Ok(read) => read,
                 Err(_) => {
                     return Error::e_explain(
@@ -399,7 +402,7 @@ impl UpstreamBody {
         let next = std::future::poll_fn(|cx| self.poll_next(cx, headroom));
         match limit {
             None => next.await,
-            Some(limit) => tokio::time::timeout(limit, next).await.unwrap_or_else(|_| {
+            Some(limit) => fast_timeout(limit, next).await.unwrap_or_else(|_| {
                 Error::e_explain(
                     ErrorType::ReadTimedout,
                     format!("upstream sent nothing for {limit:?}"),
