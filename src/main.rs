@@ -26,6 +26,13 @@ use ssegate::reload::Reloader;
 use ssegate::signals::SignalWatch;
 use ssegate::upstreams::HealthCheckService;
 
+/// jemalloc, with its background threads on: they hand pages that streams no longer use back to
+/// the system within seconds. With glibc's allocator the memory of closed streams stays with the
+/// process: after 5 000 streams had closed, RSS stayed at 2.7 times its idle size; with this one
+/// it was back to 1.05 times within 30 s (README, "Benchmark").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     ssegate::signals::ignore_hangup_until_ready();
     let cli = Cli::parse();

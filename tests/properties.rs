@@ -1,8 +1,11 @@
-//! Property tests for the two parsers the fuzz targets in `fuzz/` cover, cheap enough for every
-//! `cargo test`: the SSE event scanner against a reference, and the config loader's promises.
+//! Property tests for the parsers that read untrusted bytes, cheap enough for every
+//! `cargo test`: the SSE event scanner against a reference, the config loader's promises (both
+//! also fuzzed in `fuzz/`), and the relay's decoder of upstream response bodies.
 
+use bytes::BytesMut;
 use proptest::prelude::*;
 use ssegate::events::EventScanner;
+use ssegate::relay::framing::{BodyDecoder, Framing};
 
 #[path = "../fuzz/common/config_checks.rs"]
 mod config_checks;
@@ -63,7 +66,83 @@ fn valid_config() -> impl Strategy<Value = (String, usize)> {
     })
 }
 
+/// A chunked encoding of `pieces`: each chunk with an optional extension, then optional trailers.
+fn chunked_body() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+    let chunk = (
+        prop::collection::vec(any::<u8>(), 1..300),
+        prop::option::of("[a-z]{1,8}(=[a-z0-9\";]{0,8})?"),
+    );
+    let trailers = prop::collection::vec("[A-Za-z-]{1,10}: [a-z0-9 ]{0,10}", 0..3);
+    (prop::collection::vec(chunk, 0..8), trailers).prop_map(|(chunks, trailers)| {
+        let mut wire = Vec::new();
+        let mut payload = Vec::new();
+        for (data, extension) in chunks {
+            wire.extend_from_slice(format!("{:x}", data.len()).as_bytes());
+            if let Some(extension) = extension {
+                wire.extend_from_slice(format!(";{extension}").as_bytes());
+            }
+            wire.extend_from_slice(b"\r\n");
+            wire.extend_from_slice(&data);
+            wire.extend_from_slice(b"\r\n");
+            payload.extend_from_slice(&data);
+        }
+        wire.extend_from_slice(b"0\r\n");
+        for trailer in trailers {
+            wire.extend_from_slice(format!("{trailer}\r\n").as_bytes());
+        }
+        wire.extend_from_slice(b"\r\n");
+        (wire, payload)
+    })
+}
+
+/// Cut points for `len` bytes, sorted, ending at `len`.
+fn cut_points(cuts: &[prop::sample::Index], len: usize) -> Vec<usize> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(len + 1)).collect();
+    cuts.sort_unstable();
+    cuts.push(len);
+    cuts
+}
+
 proptest! {
+    #[test]
+    fn chunked_bodies_decode_the_same_however_the_reads_cut_them(
+        (wire, payload) in chunked_body(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        extra in prop::collection::vec(any::<u8>(), 0..4),
+    ) {
+        let mut input = wire.clone();
+        input.extend_from_slice(&extra);
+        let mut decoder = BodyDecoder::new(Framing::Chunked);
+        let mut out = BytesMut::new();
+        let (mut used, mut fed) = (0, 0);
+        for cut in cut_points(&cuts, input.len()) {
+            used += decoder.decode(&input[fed..cut], &mut out).expect("a valid body");
+            fed = cut;
+        }
+        prop_assert!(decoder.is_done());
+        prop_assert_eq!(used, wire.len(), "bytes past the body are not taken");
+        prop_assert_eq!(&out[..], &payload[..]);
+    }
+
+    #[test]
+    fn any_bytes_decode_or_fail_without_panicking(
+        input in prop::collection::vec(any::<u8>(), 0..600),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        framing in prop::sample::select(vec![Framing::Chunked, Framing::Length(100), Framing::UntilClose]),
+    ) {
+        let mut decoder = BodyDecoder::new(framing);
+        let mut out = BytesMut::new();
+        let mut fed = 0;
+        for cut in cut_points(&cuts, input.len()) {
+            match decoder.decode(&input[fed..cut], &mut out) {
+                Ok(used) => prop_assert!(used <= cut - fed),
+                Err(_) => break,
+            }
+            fed = cut;
+        }
+        prop_assert!(out.len() <= input.len(), "never more body than bytes");
+    }
+
     #[test]
     fn chunking_does_not_change_events(
         stream in sse_stream(),

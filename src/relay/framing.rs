@@ -19,7 +19,7 @@ const MAX_TRAILERS: usize = 64 * 1024;
 
 /// How a response body is delimited (RFC 9112 section 6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     /// `Content-Length: n` (also `0` for bodiless responses).
     Length(u64),
     /// `Transfer-Encoding: chunked`.
@@ -30,7 +30,7 @@ pub(crate) enum Framing {
 
 /// Why a body could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FramingError {
+pub enum FramingError {
     InvalidChunkSize,
     /// Something other than `CRLF` after a chunk's data.
     MissingChunkEnd,
@@ -76,14 +76,14 @@ enum State {
 
 /// An incremental body decoder; feed it reads in order.
 #[derive(Debug)]
-pub(crate) struct BodyDecoder {
+pub struct BodyDecoder {
     state: State,
     /// A chunk-size line cut by the end of a read; empty (and unallocated) otherwise.
     line: Vec<u8>,
 }
 
 impl BodyDecoder {
-    pub(crate) fn new(framing: Framing) -> Self {
+    pub fn new(framing: Framing) -> Self {
         let state = match framing {
             Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length(n),
@@ -97,17 +97,13 @@ impl BodyDecoder {
     }
 
     /// Whether the whole body has been decoded.
-    pub(crate) fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// Decodes `input`, appending body bytes to `out`. Returns how many bytes of `input` belong
     /// to the body; any after that were sent past its end.
-    pub(crate) fn decode(
-        &mut self,
-        input: &[u8],
-        out: &mut BytesMut,
-    ) -> Result<usize, FramingError> {
+    pub fn decode(&mut self, input: &[u8], out: &mut BytesMut) -> Result<usize, FramingError> {
         let mut pos = 0;
         while pos < input.len() {
             let rest = &input[pos..];
@@ -162,7 +158,7 @@ impl BodyDecoder {
     }
 
     /// The connection closed: fine for a body delimited by the close, or one already complete.
-    pub(crate) fn at_eof(&mut self) -> Result<(), FramingError> {
+    pub fn at_eof(&mut self) -> Result<(), FramingError> {
         match self.state {
             State::UntilClose | State::Done => {
                 self.state = State::Done;

@@ -23,7 +23,7 @@
 //! and the error classification are the code the Pingora path uses for unmarked routes.
 
 mod client;
-mod framing;
+pub mod framing;
 pub mod handover;
 mod pump;
 mod upstream;
