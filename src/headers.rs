@@ -1,6 +1,7 @@
 //! Request headers on their way upstream: `X-Forwarded-*` set, hop-by-hop headers dropped
 //! (SPEC §4).
 
+use http::HeaderValue;
 use pingora_core::Result;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
@@ -32,8 +33,18 @@ pub fn add_forwarded(session: &Session, req: &mut RequestHeader) -> Result<()> {
         req.insert_header("X-Forwarded-For", forwarded_for)?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    req.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
-    if let Some(host) = request_host(session.req_header()).map(str::to_owned) {
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    req.insert_header("X-Forwarded-Proto", proto)?;
+    // The client's own `Host` value is shared, not copied; HTTP/2 has `:authority` instead.
+    let client_req = session.req_header();
+    let host = match client_req.headers.get(http::header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => client_req
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    if let Some(host) = host {
         req.insert_header("X-Forwarded-Host", host)?;
     }
     Ok(())

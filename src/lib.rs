@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod cli;
 pub mod config;
+pub mod descriptors;
 pub mod downstream;
 pub mod drain;
 pub mod events;

@@ -131,6 +131,10 @@ fn build_server(cli: &Cli, mut config: Config) -> Result<(Server, Reloader), Str
     server.add_service(proxy);
     server.add_service(prometheus);
     server.add_service(background_service("drain", drain_service));
+    server.add_service(background_service(
+        "descriptor table",
+        ssegate::descriptors::ReserveTable,
+    ));
     let health_checks = HealthCheckService::new(gateway.clone());
     server.add_service(background_service("health checks", health_checks));
     Ok((server, reloader))

@@ -53,6 +53,11 @@ impl Router {
 /// and a segment's `;parameters` are ignored (Tomcat and Spring read `..;` as `..`).
 pub fn has_dot_segments(path: &str) -> bool {
     let path = path.split(['?', '#']).next().unwrap_or(path);
+    // A dot segment needs a `.` or an encoded one (`%2e`); most paths have neither, and skip the
+    // normalising below (which allocates).
+    if memchr::memchr2(b'.', b'%', path.as_bytes()).is_none() {
+        return false;
+    }
     let path = path
         .to_ascii_lowercase()
         .replace("%2f", "/")

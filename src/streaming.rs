@@ -86,9 +86,12 @@ pub fn prepare_response(resp: &mut ResponseHeader) -> Result<()> {
     // Without a length Pingora frames the body as chunked, which it flushes per chunk.
     resp.remove_header(&http::header::CONTENT_LENGTH);
     if !resp.headers.contains_key(http::header::CACHE_CONTROL) {
-        resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+        resp.insert_header(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-cache"),
+        )?;
     }
-    resp.insert_header("X-Accel-Buffering", "no")?;
+    resp.insert_header("X-Accel-Buffering", http::HeaderValue::from_static("no"))?;
     Ok(())
 }
 

@@ -3,10 +3,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the soft limit now in force.
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, grows the descriptor table to match, and
+/// returns the soft limit now in force.
 ///
 /// 10 000 streams need 10 000 descriptors in the client and as many in the upstream; the usual
-/// soft default of 1 024 is far too low.
+/// soft default of 1 024 is far too low. The table is grown while the process has one thread:
+/// grown later, on demand, each doubling would stall the load tool's threads for tens of
+/// milliseconds (an RCU grace period), and that stall would show up in every path's figures.
 pub fn raise_nofile() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -24,6 +27,14 @@ pub fn raise_nofile() -> u64 {
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 limit = raised;
+            }
+        }
+        // F_DUPFD at the top of the range makes the kernel size the table for it; the table
+        // keeps that size after the copy is closed.
+        if let Ok(highest) = libc::c_int::try_from(limit.rlim_cur.saturating_sub(1)) {
+            let copy = libc::fcntl(0, libc::F_DUPFD, highest);
+            if copy >= 0 {
+                libc::close(copy);
             }
         }
     }

@@ -159,7 +159,18 @@ impl Relay {
         key: &[u8],
         served: &mut Served,
     ) -> Result<Response> {
-        let req = upstream_request(session).await?;
+        // The relay reads the whole body before the upstream answers, so it answers a client's
+        // `Expect: 100-continue` itself instead of forwarding it.
+        if session
+            .req_header()
+            .headers
+            .contains_key(http::header::EXPECT)
+        {
+            session
+                .write_continue_response()
+                .await
+                .map_err(|e| e.into_down())?;
+        }
         let mut retries = 0;
         loop {
             let connection = self
@@ -167,7 +178,9 @@ impl Relay {
                 .connect(&route.upstream, key, |addr| served.peer = Some(addr))
                 .await?;
             let reused = connection.reused;
-            match connection.exchange(session, req.clone()).await {
+            // Built for each attempt: a retry is rare, a copy kept for it would not be.
+            let req = upstream_request(session)?;
+            match connection.exchange(session, req).await {
                 Ok(response) => return Ok(response),
                 Err(e)
                     if reused
@@ -193,19 +206,13 @@ impl Relay {
     }
 }
 
-/// The request to send upstream: HTTP/1.1, forwarding headers added, hop-by-hop ones removed.
-async fn upstream_request(session: &mut Session) -> Result<RequestHeader> {
+/// The request to send upstream: HTTP/1.1, forwarding headers added, hop-by-hop ones and
+/// `Expect` (answered by the relay) removed.
+fn upstream_request(session: &mut Session) -> Result<RequestHeader> {
     let mut req = session.req_header().clone();
     headers::to_http11(&mut req)?;
     headers::strip_hop_by_hop(&mut req);
-    // The relay reads the whole body before the upstream answers, so it answers a client's
-    // `Expect: 100-continue` itself instead of forwarding it.
-    if req.remove_header(&http::header::EXPECT).is_some() {
-        session
-            .write_continue_response()
-            .await
-            .map_err(|e| e.into_down())?;
-    }
+    req.remove_header(&http::header::EXPECT);
     headers::add_forwarded(session, &mut req)?;
     if !session.is_body_empty()
         && !req.headers.contains_key(http::header::CONTENT_LENGTH)

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::protocols::http::v1::client::HttpSession as RequestWriter;
 use pingora_core::protocols::Stream;
@@ -193,9 +193,10 @@ async fn read_head(
 ) -> Result<(ResponseHeader, Framing, bool, BytesMut)> {
     let mut buf = BytesMut::with_capacity(HEAD_READ_SIZE);
     loop {
-        while let Some((head, len)) = parse_head(&buf, head_request)? {
-            let _ = buf.split_to(len);
-            if let Some(head) = head {
+        while let Some(len) = head_length(&buf)? {
+            // The header keeps slices of these bytes rather than copies of each field.
+            let raw = buf.split_to(len).freeze();
+            if let Some(head) = parse_head(&raw, head_request)? {
                 return Ok((head.header, head.framing, head.keepalive, buf));
             }
         }
@@ -247,28 +248,44 @@ struct Head {
     keepalive: bool,
 }
 
-/// Parses one response head at the start of `buf`: `None` while incomplete, else the head
-/// (`None` for an informational one, which the caller skips) and its length.
-fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Option<Head>, usize)>> {
-    let invalid = |why: String| Error::explain(ErrorType::InvalidHTTPHeader, why).into_up();
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
+/// A response parser with the same leniency as Pingora's own.
+fn parser() -> httparse::ParserConfig {
     let mut parser = httparse::ParserConfig::default();
-    // The same leniency as Pingora's own response parser.
     parser.allow_spaces_after_header_name_in_responses(true);
     parser.allow_obsolete_multiline_headers_in_responses(true);
-    let len = match parser.parse_response(&mut resp, buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(invalid(format!("invalid response head: {e}"))),
-    };
+    parser
+}
+
+fn invalid(why: String) -> Box<Error> {
+    Error::explain(ErrorType::InvalidHTTPHeader, why).into_up()
+}
+
+/// The length of the response head at the start of `buf`, once it is all there.
+fn head_length(buf: &[u8]) -> Result<Option<usize>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match parser().parse_response(&mut resp, buf) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(invalid(format!("invalid response head: {e}"))),
+    }
+}
+
+/// Builds the response of the complete head `raw` (see [`head_length`]); `None` for an
+/// informational head, which the caller skips.
+fn parse_head(raw: &Bytes, head_request: bool) -> Result<Option<Head>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    parser()
+        .parse_response(&mut resp, raw)
+        .map_err(|e| invalid(format!("invalid response head: {e}")))?;
     let code = resp.code.unwrap_or(0);
     if code == 101 {
         // ssegate forwards no protocol upgrade, so none can be accepted.
         return Err(invalid("upstream switched protocols unasked".to_string()));
     }
     if (100..200).contains(&code) {
-        return Ok(Some((None, len)));
+        return Ok(None);
     }
     let mut header = ResponseHeader::build(code, Some(resp.headers.len()))?;
     header.set_version(match resp.version {
@@ -278,20 +295,17 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Option<Head>, us
     header.set_reason_phrase(resp.reason)?;
     for h in resp.headers.iter() {
         header.append_header(
-            bytes::Bytes::copy_from_slice(h.name.as_bytes()),
-            pingora_http::header_value_from_slice(h.value),
+            raw.slice_ref(h.name.as_bytes()),
+            pingora_http::header_value_from_raw(raw.slice_ref(h.value)),
         )?;
     }
     let framing = framing(&mut header, head_request).map_err(invalid)?;
     let keepalive = framing != Framing::UntilClose && keeps_alive(&header);
-    Ok(Some((
-        Some(Head {
-            header,
-            framing,
-            keepalive,
-        }),
-        len,
-    )))
+    Ok(Some(Head {
+        header,
+        framing,
+        keepalive,
+    }))
 }
 
 /// How the body of `header` is delimited (RFC 9112 section 6.3). A `Content-Length` that
@@ -430,8 +444,14 @@ impl UpstreamBody {
 mod tests {
     use super::*;
 
+    /// The head at the start of `raw`: `Ok(None)` while incomplete, `Some((None, len))` for an
+    /// informational one.
     fn head(raw: &str) -> Result<Option<(Option<Head>, usize)>> {
-        parse_head(raw.as_bytes(), false)
+        let Some(len) = head_length(raw.as_bytes())? else {
+            return Ok(None);
+        };
+        let bytes = Bytes::copy_from_slice(&raw.as_bytes()[..len]);
+        Ok(Some((parse_head(&bytes, false)?, len)))
     }
 
     fn final_head(raw: &str) -> Head {
@@ -469,16 +489,16 @@ mod tests {
 
         let no_content = final_head("HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n");
         assert_eq!(no_content.framing, Framing::Length(0));
-        let head_response = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true);
+        let head_response = parse_head(
+            &Bytes::from_static(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n"),
+            true,
+        );
         assert!(matches!(
             head_response,
-            Ok(Some((
-                Some(Head {
-                    framing: Framing::Length(0),
-                    ..
-                }),
-                _
-            )))
+            Ok(Some(Head {
+                framing: Framing::Length(0),
+                ..
+            }))
         ));
     }
 

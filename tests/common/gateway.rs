@@ -148,13 +148,18 @@ impl Gateway {
 
     /// Resident memory of the ssegate process, in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.status_field("VmRSS")
+    }
+
+    /// A numeric field of `/proc/PID/status` (units dropped), e.g. `VmRSS` or `FDSize`.
+    pub fn status_field(&self, name: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc/PID/status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status")
+            .unwrap_or_else(|| panic!("{name} in /proc/PID/status"))
     }
 
     pub fn is_running(&mut self) -> bool {
