@@ -36,7 +36,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     ssegate::signals::ignore_hangup_until_ready();
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    ssegate::access_log::init_logging();
 
     let config = match ssegate::config::load(&cli.conf) {
         Ok(config) => config,
@@ -60,6 +60,7 @@ fn main() -> ExitCode {
             server.run(RunArgs {
                 shutdown_signal: Box::new(SignalWatch::new(reloader)),
             });
+            ssegate::access_log::flush();
             ExitCode::SUCCESS
         }
         Err(message) => {
@@ -131,6 +132,10 @@ fn build_server(cli: &Cli, mut config: Config) -> Result<(Server, Reloader), Str
     server.add_service(proxy);
     server.add_service(prometheus);
     server.add_service(background_service("drain", drain_service));
+    server.add_service(background_service(
+        "access log",
+        ssegate::access_log::Flusher,
+    ));
     server.add_service(background_service(
         "descriptor table",
         ssegate::descriptors::ReserveTable,
