@@ -37,6 +37,10 @@ struct Cli {
     /// Worker threads (Pingora's `threads`).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Pingora's `work_stealing` (its default: true). ssegate's default is false; the benchmark
+    /// keeps the floor at Pingora's defaults, and this flag measures the floor like for like.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    work_stealing: bool,
     /// TLS listener offering h2 and http/1.1 over ALPN (needs --cert and --key).
     #[arg(long, requires_all = ["cert", "key"])]
     tls_listen: Option<SocketAddr>,
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
     };
     let conf = ServerConf {
         threads: cli.threads.max(1),
+        work_stealing: cli.work_stealing,
         pid_file: in_work_dir(".pid"),
         upgrade_sock: in_work_dir("-upgrade.sock"),
         grace_period_seconds: Some(1),
