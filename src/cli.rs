@@ -1,4 +1,4 @@
-//! The command line (SPEC §1): Pingora's own flags, plus `--version`.
+//! The command line: Pingora's own flags, plus `--version`.
 
 use std::path::PathBuf;
 

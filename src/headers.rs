@@ -1,5 +1,5 @@
 //! Request headers on their way upstream: `X-Forwarded-*` set, hop-by-hop headers dropped
-//! (SPEC §4).
+//! (see README, "Errors and headers").
 
 use http::HeaderValue;
 use pingora_core::Result;

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §5): definitions, and per-route handles resolved once per config.
+//! Prometheus metrics: definitions, and per-route handles resolved once per config.
 //!
 //! Everything is registered in the `prometheus` crate's default registry, which Pingora's
 //! Prometheus service serves at `metrics.address`. The `route` label only ever takes a configured
@@ -16,7 +16,7 @@ use prometheus::{
 /// The label value for requests that matched no route.
 pub const UNMATCHED: &str = "unmatched";
 
-/// From 50 µs to 1 s (SPEC §5).
+/// From 50 µs to 1 s: a loopback relay flushes in tens of µs, a stalled client in seconds.
 const FLUSH_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];

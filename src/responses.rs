@@ -1,5 +1,5 @@
 //! Responses ssegate writes itself: 404, 502, 503, 504. Short plain text naming the route and the
-//! reason, never an internal address or a stack (SPEC §4).
+//! reason, never an internal address or a stack.
 
 use bytes::Bytes;
 use pingora_core::Result;

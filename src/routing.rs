@@ -1,6 +1,6 @@
 //! Picks the route for a request: host, path and method matching, most specific route first.
 //!
-//! Precedence (SPEC §2): an exact `path` beats any prefix, a longer prefix beats a shorter one, a
+//! Precedence: an exact `path` beats any prefix, a longer prefix beats a shorter one, a
 //! route with a host beats one without (an exact host beats a wildcard), a route with methods beats
 //! one without; remaining ties go to the route listed first. The routes are sorted once by that
 //! order when the table is built, so a lookup is the first route that matches.

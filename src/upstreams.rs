@@ -99,7 +99,7 @@ impl UpstreamPool {
         let mut peer = HttpPeer::new(addr, c.tls.is_some(), c.tls.clone().unwrap_or_default());
         peer.options.connection_timeout = Some(c.connect_timeout);
         peer.options.read_timeout = Some(c.read_timeout);
-        // Strip hop-by-hop headers and forward no protocol upgrade (SPEC §4).
+        // Strip hop-by-hop headers and forward no protocol upgrade.
         peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
         peer
     }

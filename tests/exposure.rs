@@ -200,7 +200,7 @@ async fn metrics_listener_serves_the_exposition_at_metrics_only() {
 /// a client anything about the inside: no peer address or port, no upstream name from the
 /// config, no Rust or Pingora error text (`ConnectRefused`, `Error {`, `panicked`, file paths),
 /// and nothing of the request echoed back (no reflection of a path or host into a body).
-/// Bodies name the route and the reason (SPEC §4). Headers neither: ssegate's own answers carry
+/// Bodies name the route and the reason. Headers neither: ssegate's own answers carry
 /// no `Server` header; Pingora's own 400 for a malformed head says `Server: Pingora`, a product
 /// name without a version, which is allowed (a version would point at known bugs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
