@@ -218,17 +218,9 @@ async fn a_kept_alive_connection_carries_the_next_request_after_a_stream() {
 /// A client that asked to close gets its stream, then the connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_asked_to_close_gets_its_stream_then_the_close() {
-    let upstream = Upstream::start(Behavior::Sse {
-        interval: Duration::from_millis(10),
-        count: Some(2),
-        end: true,
-    })
-    .await;
-    let gw = Gateway::start(&config(&upstream.addr.to_string())).await;
-    let reply = raw::send(
-        gw.addr,
+    let reply = request_a_stream_that_ends(
+        2,
         b"GET /sse HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(5),
     )
     .await;
     assert_eq!(reply.end, raw::End::Closed, "{}", reply.text());
@@ -240,19 +232,7 @@ async fn a_client_that_asked_to_close_gets_its_stream_then_the_close() {
 /// An HTTP/1.0 client cannot read chunks: its stream is delimited by the close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http10_client_gets_a_stream_delimited_by_the_close() {
-    let upstream = Upstream::start(Behavior::Sse {
-        interval: Duration::from_millis(10),
-        count: Some(3),
-        end: true,
-    })
-    .await;
-    let gw = Gateway::start(&config(&upstream.addr.to_string())).await;
-    let reply = raw::send(
-        gw.addr,
-        b"GET /sse HTTP/1.0\r\n\r\n",
-        Duration::from_secs(5),
-    )
-    .await;
+    let reply = request_a_stream_that_ends(3, b"GET /sse HTTP/1.0\r\n\r\n").await;
     assert_eq!(reply.end, raw::End::Closed, "{}", reply.text());
     assert_eq!(reply.statuses(), [200], "{}", reply.text());
     let resp = &reply.responses[0];
@@ -263,4 +243,17 @@ async fn an_http10_client_gets_a_stream_delimited_by_the_close() {
         "{}",
         reply.text()
     );
+}
+
+/// Sends `request` (raw bytes) to a gateway whose upstream streams `events` events, 10 ms apart,
+/// and then ends the stream; returns what the client read until the connection closed.
+async fn request_a_stream_that_ends(events: u64, request: &[u8]) -> raw::Reply {
+    let upstream = Upstream::start(Behavior::Sse {
+        interval: Duration::from_millis(10),
+        count: Some(events),
+        end: true,
+    })
+    .await;
+    let gw = Gateway::start(&config(&upstream.addr.to_string())).await;
+    raw::send(gw.addr, request, Duration::from_secs(5)).await
 }
