@@ -12,8 +12,8 @@
 //!
 //! When the stream ends cleanly and the client connection can carry another request, the task
 //! hands the connection back to Pingora's HTTP service ([`ConnectionReturn`]), which serves it
-//! as it would any kept-alive connection, pipelined requests included. HTTP/2 streams are not taken: they share their
-//! connection with other requests.
+//! as it would any kept-alive connection, pipelined requests included. HTTP/2 streams are not
+//! taken: they share their connection with other requests.
 //!
 //! # How, with Pingora's public API
 //! `pingora_proxy::Session::downstream_session` is public. The HTTP/1.1 session is swapped out of
