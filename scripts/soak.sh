@@ -5,7 +5,7 @@
 # stream count stays level; at the end, with every stream closed, fds must be back at baseline.
 #
 #   scripts/soak.sh                 30 minutes, 1000 streams
-#   DURATION=1200 scripts/soak.sh   20 minutes (the run README quotes); DURATION=120: a short one
+#   DURATION=1200 scripts/soak.sh   20 minutes (the run docs/benchmark.md quotes); DURATION=120: a short one
 #
 # Writes the samples to target/soak/samples.csv and prints the first and last samples of the
 # window, the peaks, and the baseline check. Exits non-zero if streams failed to reopen or fds

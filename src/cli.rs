@@ -10,27 +10,27 @@ use clap::Parser;
     version,
     about = "A reverse proxy on Pingora that streams Server-Sent Events unbuffered"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The config file (YAML)
     #[arg(short = 'c', long = "conf", value_name = "FILE")]
-    pub conf: PathBuf,
+    pub(crate) conf: PathBuf,
 
     /// Check the config file and exit: 0 and a summary if valid, every problem if not
     #[arg(short = 't', long = "test")]
-    pub test: bool,
+    pub(crate) test: bool,
 
     /// Run in the background (pid file from the config's `pingora.pid_file`)
     #[arg(short = 'd', long = "daemon")]
-    pub daemon: bool,
+    pub(crate) daemon: bool,
 
     /// Graceful upgrade: take the listening sockets from the running instance
     #[arg(short = 'u', long = "upgrade")]
-    pub upgrade: bool,
+    pub(crate) upgrade: bool,
 }
 
 impl Cli {
     /// The options Pingora's server reads from its own command line.
-    pub fn pingora_opt(&self) -> pingora_core::server::configuration::Opt {
+    pub(crate) fn pingora_opt(&self) -> pingora_core::server::configuration::Opt {
         pingora_core::server::configuration::Opt {
             upgrade: self.upgrade,
             daemon: self.daemon,

@@ -4,8 +4,8 @@
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use ssegate::events::EventScanner;
-use ssegate::relay::framing::{BodyDecoder, Framing};
+use ssegate::proxy::relay::framing::{BodyDecoder, Framing};
+use ssegate::sse::EventScanner;
 
 #[path = "../fuzz/common/config_checks.rs"]
 mod config_checks;

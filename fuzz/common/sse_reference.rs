@@ -1,4 +1,4 @@
-//! A plain reference for `EventScanner`, written from the spec (WHATWG HTML, "Server-sent
+//! A plain reference for `EventScanner`, written from the WHATWG HTML standard (WHATWG HTML, "Server-sent
 //! events"): split into lines, then count blocks. Shared by the fuzz target and
 //! `tests/properties.rs`.
 

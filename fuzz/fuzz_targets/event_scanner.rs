@@ -2,12 +2,12 @@
 //!
 //! The stream is cut at fuzzer-chosen chunk lengths. After every chunk, the running event count
 //! and `at_boundary()` must match both a scanner fed the whole prefix at once and a plain
-//! line-splitting reference written from the spec (WHATWG HTML, "Server-sent events").
+//! line-splitting reference written from the WHATWG HTML standard (WHATWG HTML, "Server-sent events").
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use ssegate::events::EventScanner;
+use ssegate::sse::EventScanner;
 
 #[path = "../common/sse_reference.rs"]
 mod sse_reference;

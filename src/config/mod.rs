@@ -1,6 +1,6 @@
 //! Configuration: read the YAML file, check it, and hand the proxy a validated [`Config`].
 //!
-//! The file format ([`file`]) and the model the proxy runs on ([`model`]) are separate types;
+//! The file format ([`file`](mod@file)) and the model the proxy runs on ([`model`]) are separate types;
 //! [`validate`] turns one into the other and collects every problem, each with its position,
 //! so a user fixes a broken file in one pass.
 

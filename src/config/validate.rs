@@ -32,7 +32,7 @@ const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 5;
 /// Pingora steals work between the threads of a service by default. A proxy with one thread per
 /// core gains nothing from it and pays for it on every wake-up (cross-thread task states and the
 /// scheduler's bookkeeping); without it each thread runs its own connections, as nginx's workers
-/// do. Measured in the benchmark (README, "Build and runtime settings").
+/// do. Measured in the benchmark (docs/benchmark.md, "Build profile and runtime defaults").
 const DEFAULT_WORK_STEALING: bool = false;
 
 /// Validates the config text in `bytes`; `path` is only used for relative TLS file paths.

@@ -17,17 +17,17 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
 
-use crate::proxy::Proxy;
-use crate::relay::handover::ConnectionReturn;
+use super::relay::ConnectionReturn;
+use super::Proxy;
 
 /// Pingora's HTTP proxy app for [`Proxy`], reachable by the relay.
-pub struct ProxyApp {
+pub(crate) struct ProxyApp {
     proxy: Arc<HttpProxy<Proxy>>,
     connections: Arc<ConnectionReturn>,
 }
 
 /// Builds the proxy service; `connections` is the one the [`Proxy`]'s relay holds.
-pub fn proxy_service(
+pub(crate) fn proxy_service(
     conf: &Arc<ServerConf>,
     proxy: Proxy,
     connections: Arc<ConnectionReturn>,

@@ -1,7 +1,7 @@
 //! In-place reload on SIGHUP: re-read the config file and swap the route table atomically.
 //!
 //! New requests use the new routes and upstreams at once; requests already running keep the
-//! table they started with (see [`crate::gateway`]), so open streams are not touched at all.
+//! table they started with (see [`crate::routing`]), so open streams are not touched at all.
 //! Upstreams whose settings did not change keep their pools (and their peers' health). A config
 //! that fails validation is logged with the same messages as `ssegate -t` and changes nothing.
 //!
@@ -15,27 +15,27 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{self, Config};
-use crate::gateway::Gateway;
-use crate::metrics;
+use crate::observe::metrics;
+use crate::routing::RouteTable;
 
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
-    gateway: Arc<ArcSwap<Gateway>>,
+    routes: Arc<ArcSwap<RouteTable>>,
     /// What a reload cannot change, as it was at start-up.
     fixed: String,
 }
 
 impl Reloader {
-    pub fn new(config: &Config, gateway: Arc<ArcSwap<Gateway>>) -> Self {
+    pub(crate) fn new(config: &Config, routes: Arc<ArcSwap<RouteTable>>) -> Self {
         Reloader {
             path: config.source.clone(),
-            gateway,
+            routes,
             fixed: fixed_settings(config),
         }
     }
 
     /// Re-reads the config file and, if it is valid, puts its routes and upstreams in force.
-    pub fn reload(&self) {
+    pub(crate) fn reload(&self) {
         let config = match config::load(&self.path) {
             Ok(config) => config,
             Err(e) => {
@@ -51,10 +51,10 @@ impl Reloader {
                 self.path.display()
             );
         }
-        let previous = self.gateway.load_full();
-        let next = Gateway::new(&config, Some(&previous));
+        let previous = self.routes.load_full();
+        let next = RouteTable::new(&config, Some(&previous));
         forget_removed_peers(&previous, &next);
-        self.gateway.store(Arc::new(next));
+        self.routes.store(Arc::new(next));
         metrics::set_info(&config.sha256);
         metrics::config_reloaded(true);
         log::info!("reload: {}", config.summary());
@@ -73,8 +73,8 @@ fn fixed_settings(config: &Config) -> String {
 
 /// Drops the health series of peers that the new table no longer has, so a peer removed while
 /// unhealthy does not keep an alert firing.
-fn forget_removed_peers(previous: &Gateway, next: &Gateway) {
-    let peers = |g: &Gateway| -> Vec<(String, String)> {
+fn forget_removed_peers(previous: &RouteTable, next: &RouteTable) {
+    let peers = |g: &RouteTable| -> Vec<(String, String)> {
         g.pools()
             .iter()
             .flat_map(|p| {

@@ -21,7 +21,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
 /// A background service that reserves the table when the server starts, then ends.
-pub struct ReserveTable;
+pub(crate) struct ReserveTable;
 
 #[async_trait]
 impl BackgroundService for ReserveTable {
@@ -40,7 +40,7 @@ const MAX_RESERVED: u64 = 64 * 1024;
 /// Grows the descriptor table to the soft `RLIMIT_NOFILE` (at most [`MAX_RESERVED`]); returns
 /// the number of slots, or `None` if the kernel refused (nothing is lost then: the table grows
 /// on demand as before).
-pub fn reserve_table() -> Option<u64> {
+pub(crate) fn reserve_table() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -7,7 +7,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 /// Writes an error response. `route` is `None` when no route matched.
-pub async fn send_error(
+pub(crate) async fn send_error(
     session: &mut Session,
     status: u16,
     route: Option<&str>,

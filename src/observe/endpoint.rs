@@ -12,10 +12,10 @@ use pingora_core::services::listening::Service;
 use prometheus::{Encoder, TextEncoder};
 
 /// The path Prometheus scrapes.
-pub const METRICS_PATH: &str = "/metrics";
+pub(crate) const METRICS_PATH: &str = "/metrics";
 
 /// Serves the exposition of every metric in the default registry at [`METRICS_PATH`].
-pub struct MetricsApp;
+pub(crate) struct MetricsApp;
 
 #[async_trait]
 impl ServeHttp for MetricsApp {
@@ -61,7 +61,7 @@ fn response(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<V
 }
 
 /// The metrics service, ready for its listener; responses are gzipped for scrapers that ask.
-pub fn service() -> Service<HttpServer<MetricsApp>> {
+pub(crate) fn service() -> Service<HttpServer<MetricsApp>> {
     let mut server = HttpServer::new_app(MetricsApp);
     server.add_module(ResponseCompressionBuilder::enable(7));
     Service::new("Prometheus metrics".to_string(), server)

@@ -14,7 +14,7 @@ use prometheus::{
 };
 
 /// The label value for requests that matched no route.
-pub const UNMATCHED: &str = "unmatched";
+pub(crate) const UNMATCHED: &str = "unmatched";
 
 /// From 50 µs to 1 s: a loopback relay flushes in tens of µs, a stalled client in seconds.
 const FLUSH_BUCKETS: &[f64] = &[
@@ -32,7 +32,7 @@ const STREAM_DURATION_BUCKETS: &[f64] = &[
 
 /// Why a stream ended: the `reason` label of `ssegate_stream_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     UpstreamEnd,
     ClientGone,
     IdleTimeout,
@@ -49,7 +49,7 @@ impl CloseReason {
         CloseReason::Drain,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CloseReason::UpstreamEnd => "upstream_end",
             CloseReason::ClientGone => "client_gone",
@@ -62,7 +62,7 @@ impl CloseReason {
 
 /// The `kind` label of `ssegate_upstream_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamErrorKind {
+pub(crate) enum UpstreamErrorKind {
     Connect,
     Timeout,
     Reset,
@@ -77,7 +77,7 @@ impl UpstreamErrorKind {
         UpstreamErrorKind::Unhealthy,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             UpstreamErrorKind::Connect => "connect",
             UpstreamErrorKind::Timeout => "timeout",
@@ -215,17 +215,17 @@ static FAMILIES: Lazy<Families> = Lazy::new(|| {
 
 /// Handles for one route, resolved once so the per-chunk path does no label lookups.
 #[derive(Debug, Clone)]
-pub struct RouteMetrics {
+pub(crate) struct RouteMetrics {
     name: String,
-    pub streams_active: IntGauge,
-    pub streams_total: IntCounter,
-    pub events: IntCounter,
-    pub bytes: IntCounter,
-    pub flush_latency: Histogram,
-    pub first_event: Histogram,
-    pub stream_duration: Histogram,
-    pub request_duration: Histogram,
-    pub heartbeats: IntCounter,
+    pub(crate) streams_active: IntGauge,
+    pub(crate) streams_total: IntCounter,
+    pub(crate) events: IntCounter,
+    pub(crate) bytes: IntCounter,
+    pub(crate) flush_latency: Histogram,
+    pub(crate) first_event: Histogram,
+    pub(crate) stream_duration: Histogram,
+    pub(crate) request_duration: Histogram,
+    pub(crate) heartbeats: IntCounter,
     closed: [IntCounter; 5],
     /// `requests_total{status="200"}`, resolved on first use: the one status nearly every
     /// request has, so it skips the label lookup.
@@ -234,7 +234,7 @@ pub struct RouteMetrics {
 
 impl RouteMetrics {
     /// Handles for route `name` (or [`UNMATCHED`]).
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let f = &*FAMILIES;
         let route = [name];
         let closed =
@@ -259,11 +259,11 @@ impl RouteMetrics {
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
-    pub fn closed(&self, reason: CloseReason) -> &IntCounter {
+    pub(crate) fn closed(&self, reason: CloseReason) -> &IntCounter {
         let i = CloseReason::ALL
             .iter()
             .position(|r| *r == reason)
@@ -272,7 +272,7 @@ impl RouteMetrics {
     }
 
     /// Counts a response by status; once per request.
-    pub fn response(&self, status: u16) {
+    pub(crate) fn response(&self, status: u16) {
         let count = |status: u16| {
             FAMILIES
                 .requests
@@ -285,7 +285,7 @@ impl RouteMetrics {
         }
     }
 
-    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+    pub(crate) fn upstream_error(&self, kind: UpstreamErrorKind) {
         FAMILIES
             .upstream_errors
             .with_label_values(&[self.name.as_str(), kind.as_str()])
@@ -294,7 +294,7 @@ impl RouteMetrics {
 }
 
 /// Sets the health gauge of one peer.
-pub fn set_peer_healthy(upstream: &str, peer: &str, healthy: bool) {
+pub(crate) fn set_peer_healthy(upstream: &str, peer: &str, healthy: bool) {
     FAMILIES
         .peer_healthy
         .with_label_values(&[upstream, peer])
@@ -302,12 +302,12 @@ pub fn set_peer_healthy(upstream: &str, peer: &str, healthy: bool) {
 }
 
 /// Drops the health series of a peer that is no longer configured.
-pub fn forget_peer(upstream: &str, peer: &str) {
+pub(crate) fn forget_peer(upstream: &str, peer: &str) {
     let _ = FAMILIES.peer_healthy.remove_label_values(&[upstream, peer]);
 }
 
 /// Publishes the build version and the config in force (only `sha256` is set to 1).
-pub fn set_info(config_sha256: &str) {
+pub(crate) fn set_info(config_sha256: &str) {
     let f = &*FAMILIES;
     f.build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -320,7 +320,7 @@ pub fn set_info(config_sha256: &str) {
 }
 
 /// Counts an in-place reload.
-pub fn config_reloaded(ok: bool) {
+pub(crate) fn config_reloaded(ok: bool) {
     FAMILIES
         .config_reloads
         .with_label_values(&[if ok { "ok" } else { "invalid" }])

@@ -101,16 +101,16 @@ type Resume = Box<dyn Fn(ServerSession) -> BoxFuture<'static, ()> + Send + Sync>
 
 /// The way back from the relay to Pingora's HTTP service, set once the service exists.
 #[derive(Default)]
-pub struct ConnectionReturn(OnceLock<Resume>);
+pub(crate) struct ConnectionReturn(OnceLock<Resume>);
 
 impl ConnectionReturn {
     /// Whether the way back is set.
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.0.get().is_some()
     }
 
     /// Sets how a connection is served again; only the first call counts.
-    pub fn set(
+    pub(crate) fn set(
         &self,
         resume: impl Fn(ServerSession) -> BoxFuture<'static, ()> + Send + Sync + 'static,
     ) {

@@ -30,7 +30,7 @@ const RETRY_JITTER_MS: u64 = 2000;
 /// Checking it is one atomic load ([`Self::deadline_now`]), so a stream's loop can look on every
 /// event; a quiet stream waits in [`Self::deadline`], which wakes it when the drain begins.
 #[derive(Clone)]
-pub struct DrainSignal(Arc<Shared>);
+pub(crate) struct DrainSignal(Arc<Shared>);
 
 struct Shared {
     deadline: OnceLock<Instant>,
@@ -39,12 +39,12 @@ struct Shared {
 
 impl DrainSignal {
     /// The deadline, if the drain has begun.
-    pub fn deadline_now(&self) -> Option<Instant> {
+    pub(crate) fn deadline_now(&self) -> Option<Instant> {
         self.0.deadline.get().copied()
     }
 
     /// Waits until draining begins and returns the deadline for open streams.
-    pub async fn deadline(&self) -> Instant {
+    pub(crate) async fn deadline(&self) -> Instant {
         let begun = self.0.begun.notified();
         let mut begun = std::pin::pin!(begun);
         // Registered before the check, so a drain that begins in between still wakes us.
@@ -59,14 +59,14 @@ impl DrainSignal {
 }
 
 /// A background service that turns Pingora's shutdown into a drain deadline.
-pub struct DrainService {
+pub(crate) struct DrainService {
     signal: DrainSignal,
     window: Duration,
 }
 
 impl DrainService {
     /// `grace_period` is Pingora's `grace_period_seconds`.
-    pub fn new(grace_period: Duration) -> (DrainService, DrainSignal) {
+    pub(crate) fn new(grace_period: Duration) -> (DrainService, DrainSignal) {
         let signal = DrainSignal(Arc::new(Shared {
             deadline: OnceLock::new(),
             begun: Notify::new(),
@@ -101,7 +101,7 @@ impl BackgroundService for DrainService {
 
 /// The `retry:` block sent to a stream ended by the drain: a field that sets the client's
 /// reconnection delay, then a blank line. It carries no `data`, so no event is dispatched.
-pub fn retry_block() -> String {
+pub(crate) fn retry_block() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::from(d.subsec_nanos()));

@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::reload::Reloader;
+use crate::lifecycle::reload::Reloader;
 
 /// Sets SIGHUP to be ignored until [`SignalWatch`] installs its handler.
-pub fn ignore_hangup_until_ready() {
+pub(crate) fn ignore_hangup_until_ready() {
     // SAFETY: setting a signal's disposition to SIG_IGN touches no memory of this program and
     // is done before any other thread exists.
     unsafe {
@@ -21,12 +21,12 @@ pub fn ignore_hangup_until_ready() {
 }
 
 /// What `Server::run` waits on: shutdown signals for Pingora, reloads handled in between.
-pub struct SignalWatch {
+pub(crate) struct SignalWatch {
     reloader: Reloader,
 }
 
 impl SignalWatch {
-    pub fn new(reloader: Reloader) -> Self {
+    pub(crate) fn new(reloader: Reloader) -> Self {
         SignalWatch { reloader }
     }
 }

@@ -20,9 +20,9 @@ use tokio::time::Sleep;
 use super::client::ClientSide;
 use super::upstream::UpstreamBody;
 use crate::config::model::SsePolicy;
-use crate::drain::{self, DrainSignal};
-use crate::metrics::CloseReason;
-use crate::streaming::Stream;
+use crate::lifecycle::drain::{self, DrainSignal};
+use crate::observe::metrics::CloseReason;
+use crate::sse::stream::StreamMeter;
 
 /// The comment a quiet stream gets every `sse.heartbeat`.
 const HEARTBEAT: &[u8] = b": keepalive\n\n";
@@ -32,7 +32,7 @@ const HEARTBEAT: &[u8] = b": keepalive\n\n";
 pub(crate) async fn pump<C: ClientSide>(
     client: &mut C,
     upstream: &mut UpstreamBody,
-    stream: &mut Stream,
+    stream: &mut StreamMeter,
     policy: &SsePolicy,
     drain: &DrainSignal,
 ) -> Result<CloseReason> {
@@ -176,7 +176,96 @@ impl Deadlines {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use bytes::BytesMut;
+    use pingora_core::services::background::BackgroundService;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
     use super::*;
+    use crate::lifecycle::drain::DrainService;
+    use crate::observe::metrics::RouteMetrics;
+    use crate::proxy::relay::framing::Framing;
+
+    /// A client that keeps what it is sent, and never leaves.
+    #[derive(Clone, Default)]
+    struct RecordingClient {
+        received: Arc<Mutex<Vec<u8>>>,
+        finished: Arc<Mutex<bool>>,
+    }
+
+    impl RecordingClient {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
+        }
+    }
+
+    impl ClientSide for RecordingClient {
+        fn headroom(&self) -> usize {
+            0
+        }
+        async fn send(&mut self, buf: BytesMut) -> Result<()> {
+            self.received.lock().unwrap().extend_from_slice(&buf);
+            Ok(())
+        }
+        async fn finish(&mut self) -> Result<()> {
+            *self.finished.lock().unwrap() = true;
+            Ok(())
+        }
+        async fn gone(&mut self) -> Result<()> {
+            std::future::pending().await
+        }
+        fn body_bytes_sent(&self) -> usize {
+            self.received.lock().unwrap().len()
+        }
+    }
+
+    /// One relayed stream in a task of its own: the upstream end to write its body to, the
+    /// client's record, and the pump's result.
+    struct Relayed {
+        upstream: DuplexStream,
+        client: RecordingClient,
+        done: tokio::task::JoinHandle<Result<CloseReason>>,
+    }
+
+    fn relay(policy: SsePolicy, drain: DrainSignal) -> Relayed {
+        let (upstream, relay_side) = tokio::io::duplex(64 * 1024);
+        let client = RecordingClient::default();
+        let mut sink = client.clone();
+        let done = tokio::spawn(async move {
+            let mut body = UpstreamBody::from_stream(Box::new(relay_side), Framing::UntilClose);
+            let metrics = Arc::new(RouteMetrics::new("relay-unit-test"));
+            let mut meter = StreamMeter::open(&metrics, Instant::now());
+            pump(&mut sink, &mut body, &mut meter, &policy, &drain).await
+        });
+        Relayed {
+            upstream,
+            client,
+            done,
+        }
+    }
+
+    fn idle_drain() -> DrainSignal {
+        DrainService::new(Duration::from_secs(30)).1
+    }
+
+    /// Waits until `client` has been sent `what`, at most 5 s.
+    async fn until_sent(client: &RecordingClient, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !client.text().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "never sent {what:?}; sent {:?}",
+                client.text()
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn millis(ms: u64) -> Option<Duration> {
+        Some(Duration::from_millis(ms))
+    }
 
     fn policy(heartbeat: Option<u64>, idle: Option<u64>) -> SsePolicy {
         SsePolicy {
@@ -219,5 +308,87 @@ mod tests {
         assert_eq!(clock.heartbeat_at(), Some(later + Duration::from_secs(1)));
         clock.wrote(later, true);
         assert_eq!(clock.idle_at(), Some(later + Duration::from_secs(5)));
+    }
+
+    #[tokio::test]
+    async fn a_quiet_stream_gets_heartbeats_and_events_pass_through() {
+        let policy = SsePolicy {
+            heartbeat: millis(20),
+            ..SsePolicy::default()
+        };
+        let mut r = relay(policy, idle_drain());
+        until_sent(&r.client, ": keepalive\n\n").await;
+        r.upstream.write_all(b"data: one\n\n").await.unwrap();
+        until_sent(&r.client, "data: one\n\n").await;
+        drop(r.upstream);
+        let reason = r.done.await.unwrap().unwrap();
+        assert_eq!(reason, CloseReason::UpstreamEnd);
+        assert!(*r.client.finished.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn no_heartbeat_is_written_inside_an_event() {
+        let policy = SsePolicy {
+            heartbeat: millis(20),
+            ..SsePolicy::default()
+        };
+        let mut r = relay(policy, idle_drain());
+        r.upstream.write_all(b"data: half").await.unwrap();
+        until_sent(&r.client, "data: half").await;
+        // Many heartbeat periods pass inside the event; none may split it.
+        let quiet_until = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < quiet_until {
+            assert_eq!(r.client.text(), "data: half");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        r.upstream.write_all(b"\n\n").await.unwrap();
+        until_sent(&r.client, "data: half\n\n: keepalive\n\n").await;
+        r.done.abort();
+    }
+
+    #[tokio::test]
+    async fn an_upstream_quiet_past_the_idle_timeout_ends_the_stream_cleanly() {
+        let policy = SsePolicy {
+            heartbeat: millis(10),
+            idle_timeout: millis(150),
+            ..SsePolicy::default()
+        };
+        let r = relay(policy, idle_drain());
+        // Heartbeats are the relay's own writes: they do not keep an idle upstream alive.
+        let reason = tokio::time::timeout(Duration::from_secs(5), r.done)
+            .await
+            .expect("the idle timeout ended the stream")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reason, CloseReason::IdleTimeout);
+        assert!(*r.client.finished.lock().unwrap());
+        assert!(r.client.text().contains(": keepalive"));
+    }
+
+    #[tokio::test]
+    async fn the_drain_ends_a_stream_at_an_event_boundary_with_a_retry_line() {
+        // A grace period of 1 s leaves a drain window of 0: streams end at their next boundary.
+        let (service, drain) = DrainService::new(Duration::from_secs(1));
+        let mut r = relay(SsePolicy::default(), drain);
+        r.upstream.write_all(b"data: a\n\ndata: b").await.unwrap();
+        until_sent(&r.client, "data: b").await;
+        let (shutdown, watch) = tokio::sync::watch::channel(false);
+        let draining = tokio::spawn(async move { service.start(watch).await });
+        shutdown.send(true).unwrap();
+        draining.await.unwrap();
+        // The event under way is finished first.
+        r.upstream.write_all(b"\n\n").await.unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(5), r.done)
+            .await
+            .expect("the drain ended the stream")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reason, CloseReason::Drain);
+        let sent = r.client.text();
+        let tail = sent
+            .strip_prefix("data: a\n\ndata: b\n\nretry: ")
+            .unwrap_or_else(|| panic!("unexpected body {sent:?}"));
+        assert!(tail.ends_with("\n\n"), "retry block {tail:?}");
+        assert!(*r.client.finished.lock().unwrap());
     }
 }

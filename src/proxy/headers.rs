@@ -1,5 +1,5 @@
 //! Request headers on their way upstream: `X-Forwarded-*` set, hop-by-hop headers dropped
-//! (see README, "Errors and headers").
+//! (see docs/security.md, "Headers").
 
 use http::HeaderValue;
 use pingora_core::Result;
@@ -11,7 +11,7 @@ use pingora_proxy::Session;
 const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "te", "upgrade", "trailer"];
 
 /// The request's host: the `Host` header (HTTP/1.1) or the URI authority (HTTP/2).
-pub fn request_host(req: &RequestHeader) -> Option<&str> {
+pub(crate) fn request_host(req: &RequestHeader) -> Option<&str> {
     req.headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -19,7 +19,7 @@ pub fn request_host(req: &RequestHeader) -> Option<&str> {
 }
 
 /// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set.
-pub fn add_forwarded(session: &Session, req: &mut RequestHeader) -> Result<()> {
+pub(crate) fn add_forwarded(session: &Session, req: &mut RequestHeader) -> Result<()> {
     if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
         let ip = client.ip().to_string();
         let forwarded_for = match req
@@ -52,7 +52,7 @@ pub fn add_forwarded(session: &Session, req: &mut RequestHeader) -> Result<()> {
 
 /// Makes a request (perhaps an HTTP/2 one) fit to send to an HTTP/1.1 peer: version 1.1, and a
 /// `Host` header from the `:authority` where the request has none, as Pingora's proxy loop does.
-pub fn to_http11(req: &mut RequestHeader) -> Result<()> {
+pub(crate) fn to_http11(req: &mut RequestHeader) -> Result<()> {
     let authority = req.uri.authority().map(|a| a.as_str().to_owned());
     req.set_version(http::Version::HTTP_11);
     if let (false, Some(authority)) = (req.headers.contains_key(http::header::HOST), authority) {
@@ -62,7 +62,7 @@ pub fn to_http11(req: &mut RequestHeader) -> Result<()> {
 }
 
 /// Removes hop-by-hop headers, `Proxy-*` headers and every header the `Connection` header names.
-pub fn strip_hop_by_hop(req: &mut RequestHeader) {
+pub(crate) fn strip_hop_by_hop(req: &mut RequestHeader) {
     let nominated: Vec<String> = req
         .headers
         .get_all(http::header::CONNECTION)

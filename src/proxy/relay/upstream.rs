@@ -30,8 +30,7 @@ use pingora_timeout::fast_timeout::fast_timeout;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use super::framing::{BodyDecoder, Framing};
-use crate::failure::NO_HEALTHY_PEER;
-use crate::upstreams::UpstreamPool;
+use crate::upstream::{Tried, UpstreamPool};
 
 /// How long an idle upstream connection may wait in the pool for reuse.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -89,18 +88,19 @@ impl Connector {
         }
     }
 
-    /// Connects to a healthy peer of `pool`, trying each at most once; `key` is the balancing
-    /// key (see [`UpstreamPool::select`]). `chosen` is told every peer tried.
+    /// Connects to a peer of `pool` by the pool's failover rule (see [`UpstreamPool::select`]):
+    /// a healthy peer not in `tried`, and after a failed connect the next one, while one is left.
+    /// `key` is the balancing key. Each peer that fails joins `tried`; `chosen` is told every
+    /// peer tried.
     pub(crate) async fn connect(
         &self,
         pool: &UpstreamPool,
         key: &[u8],
+        tried: &mut Tried,
         mut chosen: impl FnMut(SocketAddr),
     ) -> Result<Connection> {
-        let mut tried = Vec::new();
-        let mut last_error = Error::explain(NO_HEALTHY_PEER, "every peer is unhealthy");
-        while let Some(addr) = pool.select(key, &tried) {
-            tried.push(addr);
+        loop {
+            let addr = pool.select(key, tried)?;
             chosen(addr);
             let peer = pool.http_peer(addr);
             match self.transport.get_stream(&peer).await {
@@ -116,11 +116,13 @@ impl Connector {
                         "upstream {}: connecting to {addr} failed: {e}",
                         pool.config.name
                     );
-                    last_error = e.into_up();
+                    tried.push(addr);
+                    if !pool.can_fail_over(tried) {
+                        return Err(e.into_up());
+                    }
                 }
             }
         }
-        Err(last_error)
     }
 
     /// Gives a connection whose response is complete back to the pool, if the upstream allows.
@@ -372,6 +374,19 @@ fn keeps_alive(header: &ResponseHeader) -> bool {
 }
 
 impl UpstreamBody {
+    /// A body read straight off `stream`, for in-process tests of the relay's loop.
+    #[cfg(test)]
+    pub(crate) fn from_stream(stream: Stream, framing: Framing) -> Self {
+        UpstreamBody {
+            stream,
+            decoder: BodyDecoder::new(framing),
+            preread: None,
+            reuse_key: 0,
+            keepalive: false,
+            overread: false,
+        }
+    }
+
     /// Waits for more body bytes and returns them in one buffer that starts with `headroom`
     /// unused bytes (room for the client side's framing), or `None` at the end of the body.
     ///

@@ -29,36 +29,36 @@ use pingora_core::services::background::BackgroundService;
 /// The log target of access lines.
 const TARGET: &str = "access";
 /// The buffer is written out once it holds this much.
-pub const BUFFER_BYTES: usize = 32 * 1024;
+pub(crate) const BUFFER_BYTES: usize = 32 * 1024;
 /// And at least this often.
-pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Access lines not yet written to stderr.
 static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// What one finished request looked like.
-pub struct Entry<'a> {
-    pub client: Option<String>,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub route: &'a str,
+pub(crate) struct Entry<'a> {
+    pub(crate) client: Option<String>,
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) route: &'a str,
     /// 0 when no response could be sent.
-    pub status: u16,
-    pub peer: Option<SocketAddr>,
-    pub duration: Duration,
-    pub bytes: usize,
+    pub(crate) status: u16,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) duration: Duration,
+    pub(crate) bytes: usize,
     /// `(events, close reason)` for streams.
-    pub stream: Option<(u64, &'static str)>,
-    pub error: Option<String>,
+    pub(crate) stream: Option<(u64, &'static str)>,
+    pub(crate) error: Option<String>,
 }
 
 /// Whether access-log lines are written at all (`RUST_LOG` may turn target `access` off); when
 /// not, callers skip building the [`Entry`].
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     log::log_enabled!(target: TARGET, log::Level::Info)
 }
 
-pub fn write(e: &Entry<'_>) {
+pub(crate) fn write(e: &Entry<'_>) {
     let mut line = format!(
         "client={} method={} path={:?} route={} status={} peer={} duration_ms={:.1} bytes={}",
         e.client.as_deref().unwrap_or("-"),
@@ -81,7 +81,7 @@ pub fn write(e: &Entry<'_>) {
 
 /// Sets up logging from `RUST_LOG` (default `info`): access lines to the buffer, everything else
 /// straight to stderr. Call once, first thing.
-pub fn init_logging() {
+pub(crate) fn init_logging() {
     let env = || env_logger::Env::default().default_filter_or("info");
     let access = env_logger::Builder::from_env(env())
         .target(env_logger::Target::Pipe(Box::new(BufferedStderr)))
@@ -99,7 +99,7 @@ pub fn init_logging() {
 }
 
 /// Writes the buffered access lines to stderr now.
-pub fn flush() {
+pub(crate) fn flush() {
     if let Ok(mut buffer) = BUFFER.lock() {
         write_out(&mut buffer);
     }
@@ -172,7 +172,7 @@ impl Write for BufferedStderr {
 }
 
 /// A background service that writes the buffer out every [`FLUSH_EVERY`].
-pub struct Flusher;
+pub(crate) struct Flusher;
 
 #[async_trait]
 impl BackgroundService for Flusher {

@@ -1,9 +1,29 @@
-//! The `ProxyHttp` implementation: each phase is a few lines that read like a request's life,
-//! calling into routing, upstreams, streaming and metrics for the work.
+//! The proxy: the `ProxyHttp` phases, each a few lines that read like a request's life, and the
+//! pieces they call on.
 //!
-//! Routes marked `sse` are served by [`crate::relay`] from `request_filter`; every other route
+//! Routes marked `sse` are served by the [`relay`] from `request_filter`; every other route
 //! goes through Pingora's proxy loop, with the streaming policy applied to `text/event-stream`
-//! responses in the response filters.
+//! responses in the response filters. A request on either path ends in [`report`]: one
+//! access-log line and its request metrics.
+//!
+//! - [`relay`]: ssegate's own loop for marked routes;
+//! - [`failure`]: errors as statuses, metric kinds and close reasons;
+//! - [`responses`]: the responses ssegate writes itself;
+//! - [`headers`]: hop-by-hop and forwarding headers;
+//! - [`client_limits`]: per-connection limits on clients;
+//! - [`report`]: what a finished request records;
+//! - [`service`]: Pingora's HTTP app around [`Proxy`], which takes back client connections the
+//!   relay is done with.
+
+mod client_limits;
+mod failure;
+mod headers;
+pub mod relay;
+mod report;
+mod responses;
+mod service;
+
+pub(crate) use service::proxy_service;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,48 +37,43 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::downstream;
-use crate::drain::DrainSignal;
-use crate::failure::{self, NO_HEALTHY_PEER};
-use crate::gateway::{Gateway, RouteEntry, StreamSlot};
-use crate::headers;
-use crate::metrics::RouteMetrics;
-use crate::relay::handover::ConnectionReturn;
-use crate::relay::{Finish, Relay};
-use crate::report::{self, Report, RequestLine, Served};
-use crate::responses;
-use crate::routing;
-use crate::streaming::{self, Stream};
+use crate::lifecycle::drain::DrainSignal;
+use crate::observe::metrics::RouteMetrics;
+use crate::routing::{self, RouteEntry, RouteTable, StreamSlot};
+use crate::sse::stream::{self, StreamMeter};
+use relay::{ConnectionReturn, Finish, Relay};
+use report::{Report, RequestLine, Served};
 
 /// Seconds a client is told to wait when a route's stream limit is reached.
 const STREAM_LIMIT_RETRY_AFTER_SECS: u64 = 1;
 
-pub struct Proxy {
-    gateway: Arc<ArcSwap<Gateway>>,
+/// The `ProxyHttp` of ssegate: routes each request by the route table in force.
+pub(crate) struct Proxy {
+    routes: Arc<ArcSwap<RouteTable>>,
     /// Serves marked routes.
     relay: Relay,
 }
 
 impl Proxy {
-    /// `connections` is how the relay gives client connections back (see [`crate::service`]).
-    pub fn new(
-        gateway: Arc<ArcSwap<Gateway>>,
+    /// `connections` is how the relay gives client connections back (see [`service`]).
+    pub(crate) fn new(
+        routes: Arc<ArcSwap<RouteTable>>,
         conf: &ServerConf,
         drain: DrainSignal,
         connections: Arc<ConnectionReturn>,
     ) -> Self {
         Proxy {
-            gateway,
+            routes,
             relay: Relay::new(conf, drain, connections),
         }
     }
 }
 
 /// Per-request state.
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     arrived: Instant,
     /// The table this request was routed with; kept for the request's whole life.
-    gateway: Arc<Gateway>,
+    routes: Arc<RouteTable>,
     route: Option<usize>,
     /// Held while a request is open on a route with `sse.max_streams`.
     slot: Option<StreamSlot>,
@@ -69,11 +84,11 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     fn route(&self) -> Option<&RouteEntry> {
-        self.route.map(|i| self.gateway.route(i))
+        self.route.map(|i| self.routes.route(i))
     }
 
     fn metrics(&self) -> &Arc<RouteMetrics> {
-        self.route().map_or(&self.gateway.unmatched, |r| &r.metrics)
+        self.route().map_or(&self.routes.unmatched, |r| &r.metrics)
     }
 
     fn route_name(&self) -> &str {
@@ -88,7 +103,7 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             arrived: Instant::now(),
-            gateway: self.gateway.load_full(),
+            routes: self.routes.load_full(),
             route: None,
             slot: None,
             served: Served::default(),
@@ -97,19 +112,19 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        downstream::apply_limits(session);
+        client_limits::apply(session);
         if let Some(reason) = routing::refusal(session.req_header()) {
             responses::send_error(session, 400, None, reason, None).await?;
             return Ok(true);
         }
         let req = session.req_header();
-        ctx.route = ctx.gateway.find(
+        ctx.route = ctx.routes.find(
             headers::request_host(req),
             req.uri.path(),
             req.method.as_str(),
         );
-        let gateway = ctx.gateway.clone();
-        let Some(route) = ctx.route.map(|i| gateway.route(i)) else {
+        let routes = ctx.routes.clone();
+        let Some(route) = ctx.route.map(|i| routes.route(i)) else {
             responses::send_error(session, 404, None, "no route matches this request", None)
                 .await?;
             return Ok(true);
@@ -158,11 +173,32 @@ impl ProxyHttp for Proxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no route"))?;
         let addr = route
             .upstream
-            .select(&balancing_key(session, route), &[])
-            .ok_or_else(|| Error::explain(NO_HEALTHY_PEER, "every peer is unhealthy"))?;
+            .select(&balancing_key(session, route), &ctx.served.tried)?;
         let peer = route.upstream.http_peer(addr);
         ctx.served.peer = Some(addr);
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(addr) = ctx.served.peer {
+            ctx.served.tried.push(addr);
+        }
+        if let Some(route) = ctx.route() {
+            log::warn!(
+                "upstream {}: connecting to {} failed: {e}",
+                route.upstream.config.name,
+                ctx.served.peer.map_or_else(String::new, |a| a.to_string())
+            );
+            // Pingora calls `upstream_peer` again, which skips the peers tried.
+            e.set_retry(route.upstream.can_fail_over(&ctx.served.tried));
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -182,9 +218,9 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if streaming::is_stream(upstream_response, false) {
-            streaming::prepare_response(upstream_response)?;
-            ctx.served.stream = Some(Stream::open(ctx.metrics(), ctx.arrived));
+        if stream::is_stream(upstream_response, false) {
+            stream::prepare_response(upstream_response)?;
+            ctx.served.stream = Some(StreamMeter::open(ctx.metrics(), ctx.arrived));
         }
         Ok(())
     }
@@ -217,7 +253,7 @@ impl ProxyHttp for Proxy {
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
         // A client leaving an open stream is how streams usually end; the access log says so.
-        failure::classify(e).status == 0 && *e.esource() == ErrorSource::Downstream
+        failure::classify(e).status.is_none() && *e.esource() == ErrorSource::Downstream
     }
 
     async fn fail_to_proxy(
@@ -227,17 +263,17 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let failure = failure::classify(e);
-        if failure.status != 0 && session.response_written().is_none() {
+        if let (Some(status), None) = (failure.status, session.response_written()) {
             let route = ctx.route_name().to_string();
             let sent =
-                responses::send_error(session, failure.status, Some(&route), failure.reason, None)
-                    .await;
+                responses::send_error(session, status, Some(&route), failure.reason, None).await;
             if let Err(write_error) = sent {
                 log::debug!("could not send error response: {write_error}");
             }
         }
         FailToProxy {
-            error_code: failure.status,
+            // Pingora's code for "no response": the client is gone.
+            error_code: failure.status.unwrap_or(0),
             can_reuse_downstream: false,
         }
     }

@@ -11,11 +11,11 @@ use pingora_proxy::Session;
 use crate::config::model::DEFAULT_CLIENT_WRITE_TIMEOUT;
 
 /// Seconds an idle HTTP/1.1 client connection is kept open between requests.
-pub const KEEPALIVE_TIMEOUT_SECS: u64 = 60;
+pub(crate) const KEEPALIVE_TIMEOUT_SECS: u64 = 60;
 
 /// Applies the connection limits to a request that has just been read. A marked route then
 /// replaces the write timeout with its own `sse.write_timeout`.
-pub fn apply_limits(session: &mut Session) {
+pub(crate) fn apply(session: &mut Session) {
     session.set_write_timeout(Some(DEFAULT_CLIENT_WRITE_TIMEOUT));
     session.set_pipelining_enabled(true);
     // `Some(0)` is Pingora's "keep alive forever"; a client that asked to close keeps `None`.

@@ -1,41 +1,42 @@
 //! The route table the proxy serves from: validated routes joined to their upstream pools,
 //! metric handles and stream counters.
 //!
-//! A request takes one snapshot of the [`Gateway`] when it starts and keeps it to the end, so a
+//! A request takes one snapshot of the [`RouteTable`] when it starts and keeps it to the end, so a
 //! stream keeps the route it started with even if an in-place reload replaces the table.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::router::Router;
 use crate::config::model::Route;
 use crate::config::Config;
-use crate::metrics::{RouteMetrics, UNMATCHED};
-use crate::routing::Router;
-use crate::upstreams::UpstreamPool;
+use crate::observe::metrics::{RouteMetrics, UNMATCHED};
+use crate::upstream::UpstreamPool;
 
-pub struct Gateway {
+/// Every route, its upstream pool and its metrics, as one config version defines them.
+pub(crate) struct RouteTable {
     router: Router,
     routes: Vec<RouteEntry>,
     /// One per upstream, in config order.
     pools: Vec<Arc<UpstreamPool>>,
     /// Metrics for requests that match no route.
-    pub unmatched: Arc<RouteMetrics>,
+    pub(crate) unmatched: Arc<RouteMetrics>,
 }
 
 /// A route with everything a request on it needs.
-pub struct RouteEntry {
-    pub config: Route,
-    pub upstream: Arc<UpstreamPool>,
-    pub metrics: Arc<RouteMetrics>,
+pub(crate) struct RouteEntry {
+    pub(crate) config: Route,
+    pub(crate) upstream: Arc<UpstreamPool>,
+    pub(crate) metrics: Arc<RouteMetrics>,
     /// Streams open on this route, for `sse.max_streams`; carried over by a reload, so streams
     /// opened before it still count.
     open_streams: Arc<AtomicU64>,
 }
 
-impl Gateway {
+impl RouteTable {
     /// Builds the table for `config`. Upstreams whose settings are unchanged from `previous` keep
     /// their pool, and with it their peers' health and balancing state.
-    pub fn new(config: &Config, previous: Option<&Gateway>) -> Self {
+    pub(crate) fn new(config: &Config, previous: Option<&RouteTable>) -> Self {
         let pools: Vec<Arc<UpstreamPool>> = config
             .upstreams
             .iter()
@@ -61,7 +62,7 @@ impl Gateway {
                     ),
             })
             .collect();
-        Gateway {
+        RouteTable {
             router: Router::new(&config.routes),
             routes,
             pools,
@@ -69,16 +70,16 @@ impl Gateway {
         }
     }
 
-    pub fn pools(&self) -> &[Arc<UpstreamPool>] {
+    pub(crate) fn pools(&self) -> &[Arc<UpstreamPool>] {
         &self.pools
     }
 
     /// The route index for a request, if one matches.
-    pub fn find(&self, host: Option<&str>, path: &str, method: &str) -> Option<usize> {
+    pub(crate) fn find(&self, host: Option<&str>, path: &str, method: &str) -> Option<usize> {
         self.router.find(host, path, method)
     }
 
-    pub fn route(&self, index: usize) -> &RouteEntry {
+    pub(crate) fn route(&self, index: usize) -> &RouteEntry {
         &self.routes[index]
     }
 }
@@ -86,7 +87,7 @@ impl Gateway {
 impl RouteEntry {
     /// Takes a stream slot if the route's `max_streams` allows one more; the slot is given back
     /// when the returned guard drops. Routes without a limit always admit.
-    pub fn admit_stream(&self) -> Option<StreamSlot> {
+    pub(crate) fn admit_stream(&self) -> Option<StreamSlot> {
         let limit = self
             .config
             .sse
@@ -105,7 +106,7 @@ impl RouteEntry {
 
 /// One admitted stream on a limited route.
 #[derive(Debug)]
-pub struct StreamSlot(Arc<AtomicU64>);
+pub(crate) struct StreamSlot(Arc<AtomicU64>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {

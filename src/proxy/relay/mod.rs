@@ -24,27 +24,28 @@
 
 mod client;
 pub mod framing;
-pub mod handover;
+mod handover;
 mod pump;
 mod upstream;
+
+pub(crate) use handover::ConnectionReturn;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use pingora_core::server::configuration::ServerConf;
-use pingora_core::{ErrorSource, ErrorType, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use crate::config::model::SsePolicy;
-use crate::drain::DrainSignal;
-use crate::gateway::{RouteEntry, StreamSlot};
-use crate::headers;
-use crate::metrics::CloseReason;
-use crate::report::{self, Report, RequestLine, Served};
-use crate::streaming::{self, Stream};
+use crate::lifecycle::drain::DrainSignal;
+use crate::observe::metrics::CloseReason;
+use crate::proxy::headers;
+use crate::proxy::report::{self, Report, RequestLine, Served};
+use crate::routing::{RouteEntry, StreamSlot};
+use crate::sse::stream::{self, StreamMeter};
 use client::{ClientSide, OwnedClient, SessionClient};
-use handover::ConnectionReturn;
 use upstream::{Connector, Response, UpstreamBody};
 
 /// How many pooled connections a request may find closed by the upstream before it uses a new
@@ -53,7 +54,7 @@ const STALE_POOLED_RETRIES: usize = 2;
 
 /// The relay: its upstream connections, the drain signal, and the way back to Pingora for
 /// client connections it took over.
-pub struct Relay {
+pub(crate) struct Relay {
     connector: Arc<Connector>,
     drain: DrainSignal,
     connections: Arc<ConnectionReturn>,
@@ -61,7 +62,7 @@ pub struct Relay {
 
 /// Who finishes a request the relay served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
+pub(crate) enum Finish {
     /// Pingora's logging phase, as for any request.
     Pingora,
     /// The relay's own task, which took the client connection; Pingora has nothing to log.
@@ -69,7 +70,11 @@ pub enum Finish {
 }
 
 impl Relay {
-    pub fn new(conf: &ServerConf, drain: DrainSignal, connections: Arc<ConnectionReturn>) -> Self {
+    pub(crate) fn new(
+        conf: &ServerConf,
+        drain: DrainSignal,
+        connections: Arc<ConnectionReturn>,
+    ) -> Self {
         Relay {
             connector: Arc::new(Connector::new(conf)),
             drain,
@@ -77,10 +82,10 @@ impl Relay {
         }
     }
 
-    /// Serves one request on a marked route. `key` is the balancing key, `slot` the request's
-    /// `max_streams` slot (kept until the stream ends). On `Err` nothing or only part of the
+    /// Serves one request on a route marked `sse`. `key` is the balancing key, `slot` the
+    /// request's `max_streams` slot (kept until the stream ends). On `Err` nothing or only part of the
     /// response was sent; Pingora's failure path answers and logs it.
-    pub async fn serve(
+    pub(crate) async fn serve(
         &self,
         session: &mut Session,
         route: &RouteEntry,
@@ -89,24 +94,29 @@ impl Relay {
         served: &mut Served,
         slot: &mut Option<StreamSlot>,
     ) -> Result<Finish> {
+        let policy = route.config.sse.as_ref().ok_or_else(|| {
+            Error::explain(
+                ErrorType::InternalError,
+                "the relay serves only routes marked sse",
+            )
+        })?;
         let Response { mut header, body } = self.exchange(session, route, key, served).await?;
         let head_request = session.req_header().method == http::Method::HEAD;
         let has_body = !head_request && !matches!(header.status.as_u16(), 204 | 304);
 
-        if !(has_body && streaming::is_stream(&header, true)) {
-            streaming::frame_for_client(&mut header, session.req_header())?;
+        if !(has_body && stream::is_stream(&header, true)) {
+            stream::frame_for_client(&mut header, session.req_header())?;
             header_to_client(session, header).await?;
             let body = copy_body(session, body, route).await?;
             self.connector.release(body);
             return Ok(Finish::Pingora);
         }
 
-        streaming::prepare_response(&mut header)?;
-        streaming::frame_for_client(&mut header, session.req_header())?;
+        stream::prepare_response(&mut header)?;
+        stream::frame_for_client(&mut header, session.req_header())?;
         let status = header.status.as_u16();
         header_to_client(session, header).await?;
-        let stats = Stream::open(&route.metrics, arrived);
-        let policy = route.config.sse.clone().unwrap_or_default();
+        let stats = StreamMeter::open(&route.metrics, arrived);
 
         let chunked = session.response_written().is_some_and(is_chunked);
         let line = access_log_line(session);
@@ -122,7 +132,7 @@ impl Relay {
                 let mut body = body;
                 let mut client = SessionClient { session };
                 let reason =
-                    pump::pump(&mut client, &mut body, stream, &policy, &self.drain).await?;
+                    pump::pump(&mut client, &mut body, stream, policy, &self.drain).await?;
                 stream.set_close_reason(reason);
                 if reason == CloseReason::UpstreamEnd {
                     self.connector.release(body);
@@ -135,7 +145,7 @@ impl Relay {
             next: taken.next,
             body,
             stats,
-            policy,
+            policy: policy.clone(),
             drain: self.drain.clone(),
             connector: self.connector.clone(),
             connections: self.connections.clone(),
@@ -175,7 +185,9 @@ impl Relay {
         loop {
             let connection = self
                 .connector
-                .connect(&route.upstream, key, |addr| served.peer = Some(addr))
+                .connect(&route.upstream, key, &mut served.tried, |addr| {
+                    served.peer = Some(addr)
+                })
                 .await?;
             let reused = connection.reused;
             // Built for each attempt: a retry is rare, a copy kept for it would not be.
@@ -270,7 +282,7 @@ struct OwnedLine {
 }
 
 fn access_log_line(session: &Session) -> Option<OwnedLine> {
-    crate::access_log::enabled().then(|| {
+    crate::observe::access_log::enabled().then(|| {
         let req = session.req_header();
         OwnedLine {
             client: session.client_addr().map(|a| a.to_string()),
@@ -291,7 +303,7 @@ struct StreamTask {
     /// How the client connection carries on after the stream, if the client keeps it alive.
     next: Option<handover::NextRequest>,
     body: UpstreamBody,
-    stats: Stream,
+    stats: StreamMeter,
     policy: SsePolicy,
     drain: DrainSignal,
     connector: Arc<Connector>,

@@ -1,7 +1,7 @@
 //! What a finished request reports: its request metrics and its access-log line.
 //!
 //! Requests end in two places: Pingora's `logging` phase, and the relay's own task for a stream
-//! whose client connection it took over (see [`crate::relay`]). Both end through [`Report`], so
+//! whose client connection it took over (see [`crate::proxy::relay`]). Both end through [`Report`], so
 //! both count and log alike.
 
 use std::net::SocketAddr;
@@ -9,17 +9,19 @@ use std::time::Instant;
 
 use pingora_core::Error;
 
-use crate::access_log;
-use crate::failure;
-use crate::metrics::{CloseReason, RouteMetrics};
-use crate::streaming::Stream;
+use crate::observe::access_log;
+use crate::observe::metrics::{CloseReason, RouteMetrics};
+use crate::proxy::failure;
+use crate::sse::stream::StreamMeter;
+use crate::upstream::Tried;
 
-/// What serving a request produced, besides the response: the peer it went to and, for a
-/// stream, its bookkeeping.
+/// What serving a request produced, besides the response: the peer it went to, the peers it
+/// failed to connect to first, and, for a stream, its meter.
 #[derive(Default)]
-pub struct Served {
-    pub peer: Option<SocketAddr>,
-    pub stream: Option<Stream>,
+pub(crate) struct Served {
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) tried: Tried,
+    pub(crate) stream: Option<StreamMeter>,
 }
 
 /// The request as the access log names it.

@@ -19,7 +19,7 @@
 //!   `Cache-Control: no-cache` if the upstream gave none.
 //! - Upstream read timeouts cut quiet streams: on a marked route the body of a stream is timed
 //!   by the route's `idle_timeout` (none by default) instead of the upstream's `read_timeout`
-//!   (see [`crate::relay`]).
+//!   (see [`crate::proxy::relay`]).
 //!
 //! A response is a stream when its `Content-Type` is `text/event-stream`, or when its route is
 //! marked `sse` and it is a success.
@@ -33,7 +33,7 @@
 //! - Events are counted at event boundaries ([`EventScanner`]); the first one observes the time
 //!   to first event from the request's arrival.
 //! - A stream's duration and close reason are recorded, and the open-streams gauge decremented,
-//!   when [`Stream`] is dropped, so the gauge returns to 0 however a stream ends.
+//!   when [`StreamMeter`] is dropped, so the gauge returns to 0 however a stream ends.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,12 +42,12 @@ use std::time::Instant;
 use pingora_core::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use crate::events::EventScanner;
-use crate::metrics::{CloseReason, RouteMetrics};
+use super::EventScanner;
+use crate::observe::metrics::{CloseReason, RouteMetrics};
 
 /// Whether a response is relayed as a stream: any `text/event-stream` body, and any successful
 /// response on a route marked `sse`.
-pub fn is_stream(resp: &ResponseHeader, marked_route: bool) -> bool {
+pub(crate) fn is_stream(resp: &ResponseHeader, marked_route: bool) -> bool {
     is_event_stream(resp) || (marked_route && resp.status.is_success())
 }
 
@@ -65,7 +65,7 @@ fn is_event_stream(resp: &ResponseHeader) -> bool {
 /// neither `Content-Length` nor `Transfer-Encoding` is framed as chunked, as Pingora's own proxy
 /// loop does, so the client connection can stay open after it. (Pingora's HTTP/2 writer drops
 /// the header again.)
-pub fn frame_for_client(resp: &mut ResponseHeader, req: &RequestHeader) -> Result<()> {
+pub(crate) fn frame_for_client(resp: &mut ResponseHeader, req: &RequestHeader) -> Result<()> {
     let no_body = req.method == http::Method::HEAD || matches!(resp.status.as_u16(), 204 | 304);
     if no_body {
         return Ok(());
@@ -82,7 +82,7 @@ pub fn frame_for_client(resp: &mut ResponseHeader, req: &RequestHeader) -> Resul
 }
 
 /// Adjusts a stream's response header so nothing between upstream and browser buffers it.
-pub fn prepare_response(resp: &mut ResponseHeader) -> Result<()> {
+pub(crate) fn prepare_response(resp: &mut ResponseHeader) -> Result<()> {
     // Without a length Pingora frames the body as chunked, which it flushes per chunk.
     resp.remove_header(&http::header::CONTENT_LENGTH);
     if !resp.headers.contains_key(http::header::CACHE_CONTROL) {
@@ -95,12 +95,12 @@ pub fn prepare_response(resp: &mut ResponseHeader) -> Result<()> {
     Ok(())
 }
 
-/// One open stream: counts what passes through and keeps the route's gauges honest.
+/// The meter of one open stream: counts what passes through and keeps the route's gauges honest.
 ///
 /// The stream is counted open from creation until drop; dropping it (for whatever reason,
 /// including a runtime torn down at the end of a shutdown) always closes it exactly once.
 #[derive(Debug)]
-pub struct Stream {
+pub(crate) struct StreamMeter {
     metrics: Arc<RouteMetrics>,
     request_start: Instant,
     opened: Instant,
@@ -114,11 +114,11 @@ pub struct Stream {
     close_reason: Option<CloseReason>,
 }
 
-impl Stream {
-    pub fn open(metrics: &Arc<RouteMetrics>, request_start: Instant) -> Self {
+impl StreamMeter {
+    pub(crate) fn open(metrics: &Arc<RouteMetrics>, request_start: Instant) -> Self {
         metrics.streams_total.inc();
         metrics.streams_active.inc();
-        Stream {
+        StreamMeter {
             metrics: metrics.clone(),
             request_start,
             opened: Instant::now(),
@@ -131,7 +131,7 @@ impl Stream {
     }
 
     /// A chunk of `len` bytes arrived from the upstream at `at`.
-    pub fn chunk_arrived(&mut self, at: Instant, len: usize) {
+    pub(crate) fn chunk_arrived(&mut self, at: Instant, len: usize) {
         if len > 0 {
             self.in_flight.push_back((at, len));
         }
@@ -139,7 +139,7 @@ impl Stream {
 
     /// `chunk` has reached the client connection: written and flushed on the relay path, handed
     /// to Pingora's writer on the proxy path (see the module doc).
-    pub fn chunk_sent(&mut self, chunk: &[u8]) {
+    pub(crate) fn chunk_sent(&mut self, chunk: &[u8]) {
         let now = Instant::now();
         let events = self.scan(chunk);
         self.count(now, chunk.len(), events);
@@ -160,14 +160,14 @@ impl Stream {
 
     /// Scans a payload about to be sent; returns how many events it completes. The relay scans
     /// before it writes, so that [`Self::at_boundary`] already knows where the payload ends.
-    pub fn scan(&mut self, payload: &[u8]) -> u64 {
+    pub(crate) fn scan(&mut self, payload: &[u8]) -> u64 {
         self.scanner.feed(payload)
     }
 
     /// A payload of `len` bytes, read from the upstream at `read_at` and completing `events`
     /// events ([`Self::scan`]), has been written and flushed to the client (the relay's path:
     /// one read, one write). Returns the time of delivery.
-    pub fn delivered(&mut self, read_at: Instant, len: usize, events: u64) -> Instant {
+    pub(crate) fn delivered(&mut self, read_at: Instant, len: usize, events: u64) -> Instant {
         let now = Instant::now();
         self.count(now, len, events);
         self.metrics
@@ -191,35 +191,35 @@ impl Stream {
     }
 
     /// A heartbeat comment was written to the client.
-    pub fn heartbeat_sent(&self) {
+    pub(crate) fn heartbeat_sent(&self) {
         self.metrics.heartbeats.inc();
     }
 
     /// Whether bytes written now would fall between events (see [`EventScanner::at_boundary`]).
-    pub fn at_boundary(&self) -> bool {
+    pub(crate) fn at_boundary(&self) -> bool {
         self.scanner.at_boundary()
     }
 
     /// The handles of the route the stream is on.
-    pub fn metrics(&self) -> &RouteMetrics {
+    pub(crate) fn metrics(&self) -> &RouteMetrics {
         &self.metrics
     }
 
-    pub fn events(&self) -> u64 {
+    pub(crate) fn events(&self) -> u64 {
         self.events
     }
 
     /// Records why the stream ended; the close is counted when the stream is dropped.
-    pub fn set_close_reason(&mut self, reason: CloseReason) {
+    pub(crate) fn set_close_reason(&mut self, reason: CloseReason) {
         self.close_reason = Some(reason);
     }
 
-    pub fn close_reason(&self) -> Option<CloseReason> {
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
         self.close_reason
     }
 }
 
-impl Drop for Stream {
+impl Drop for StreamMeter {
     fn drop(&mut self) {
         self.metrics.streams_active.dec();
         let reason = self.close_reason.unwrap_or(CloseReason::Drain);

@@ -3,25 +3,23 @@
 
 use pingora_core::{Error, ErrorSource, ErrorType};
 
-use crate::metrics::{CloseReason, UpstreamErrorKind};
-
-/// The error `upstream_peer` returns when every peer of the upstream is unhealthy.
-pub const NO_HEALTHY_PEER: ErrorType = ErrorType::Custom("no healthy peer");
+use crate::observe::metrics::{CloseReason, UpstreamErrorKind};
+use crate::upstream::NO_HEALTHY_PEER;
 
 /// How ssegate answers and counts a failed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Failure {
-    /// Status to send, or 0 when the client is gone and nothing can be sent.
-    pub status: u16,
-    pub upstream_kind: Option<UpstreamErrorKind>,
+pub(crate) struct Failure {
+    /// The status to answer with, or `None` when the client is gone and nothing can be sent.
+    pub(crate) status: Option<u16>,
+    pub(crate) upstream_kind: Option<UpstreamErrorKind>,
     /// Short text for the response body; never names a peer or an address.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
-pub fn classify(e: &Error) -> Failure {
+pub(crate) fn classify(e: &Error) -> Failure {
     use ErrorType::*;
     let failure = |status, kind, reason| Failure {
-        status,
+        status: Some(status),
         upstream_kind: kind,
         reason,
     };
@@ -57,7 +55,11 @@ pub fn classify(e: &Error) -> Failure {
         (
             ErrorSource::Downstream,
             ReadError | WriteError | WriteTimedout | ConnectionClosed | H2Error,
-        ) => failure(0, None, "client went away"),
+        ) => Failure {
+            status: None,
+            upstream_kind: None,
+            reason: "client went away",
+        },
         (ErrorSource::Downstream, ReadTimedout) => failure(408, None, "request timed out"),
         (ErrorSource::Downstream, _) => failure(400, None, "malformed request"),
         (ErrorSource::Internal | ErrorSource::Unset, _) => failure(500, None, "internal error"),
@@ -65,7 +67,7 @@ pub fn classify(e: &Error) -> Failure {
 }
 
 /// Why a stream that ended with `e` (or cleanly, with `None`) was closed.
-pub fn close_reason(e: Option<&Error>) -> CloseReason {
+pub(crate) fn close_reason(e: Option<&Error>) -> CloseReason {
     let Some(e) = e else {
         return CloseReason::UpstreamEnd;
     };
@@ -89,17 +91,26 @@ mod tests {
 
     #[test]
     fn maps_upstream_errors_to_statuses() {
-        assert_eq!(classify(&upstream(ErrorType::ConnectRefused)).status, 502);
-        assert_eq!(classify(&upstream(ErrorType::ReadTimedout)).status, 504);
-        assert_eq!(classify(&upstream(ErrorType::ConnectionClosed)).status, 502);
-        assert_eq!(classify(&Error::new(NO_HEALTHY_PEER)).status, 503);
+        assert_eq!(
+            classify(&upstream(ErrorType::ConnectRefused)).status,
+            Some(502)
+        );
+        assert_eq!(
+            classify(&upstream(ErrorType::ReadTimedout)).status,
+            Some(504)
+        );
+        assert_eq!(
+            classify(&upstream(ErrorType::ConnectionClosed)).status,
+            Some(502)
+        );
+        assert_eq!(classify(&Error::new(NO_HEALTHY_PEER)).status, Some(503));
     }
 
     #[test]
     fn a_vanished_client_gets_nothing_and_closes_as_client_gone() {
         let mut e = Error::new(ErrorType::WriteError);
         e.esource = ErrorSource::Downstream;
-        assert_eq!(classify(&e).status, 0);
+        assert_eq!(classify(&e).status, None);
         assert_eq!(close_reason(Some(&e)), CloseReason::ClientGone);
     }
 

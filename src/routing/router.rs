@@ -11,13 +11,13 @@ use crate::config::model::{HostMatch, PathMatch, Route};
 
 /// Routes in match order; lookups return an index into the config's route list.
 #[derive(Debug)]
-pub struct Router {
+pub(crate) struct Router {
     /// `(index in config, route)`, most specific first.
     order: Vec<(usize, Route)>,
 }
 
 impl Router {
-    pub fn new(routes: &[Route]) -> Self {
+    pub(crate) fn new(routes: &[Route]) -> Self {
         let mut order: Vec<(usize, Route)> = routes.iter().cloned().enumerate().collect();
         // Stable sort: equal keys keep config order.
         order.sort_by_key(|(_, r)| std::cmp::Reverse(specificity(r)));
@@ -26,7 +26,7 @@ impl Router {
 
     /// The config index of the route for this request, if any. `host` may carry a port;
     /// `path` may carry a query string.
-    pub fn find(&self, host: Option<&str>, path: &str, method: &str) -> Option<usize> {
+    pub(crate) fn find(&self, host: Option<&str>, path: &str, method: &str) -> Option<usize> {
         let host = host.map(normalize_host);
         let path = path.split(['?', '#']).next().unwrap_or(path);
         self.order
@@ -51,7 +51,7 @@ impl Router {
 /// resolve a segment ssegate did not see: at a backslash (Windows servers, some frameworks) and
 /// at an encoded slash or backslash (`%2f`, `%5c`: servers that decode before they normalise),
 /// and a segment's `;parameters` are ignored (Tomcat and Spring read `..;` as `..`).
-pub fn has_dot_segments(path: &str) -> bool {
+pub(crate) fn has_dot_segments(path: &str) -> bool {
     let path = path.split(['?', '#']).next().unwrap_or(path);
     // A dot segment needs a `.` or an encoded one (`%2e`); most paths have neither, and skip the
     // normalising below (which allocates).
@@ -79,7 +79,7 @@ pub fn has_dot_segments(path: &str) -> bool {
 ///   hand its upstream a path it never matched, dot segments included. (`*`, for
 ///   `OPTIONS *`, matches no route and gets a 404.)
 /// - A path with dot segments ([`has_dot_segments`]).
-pub fn target_problem(raw_target: &[u8]) -> Option<&'static str> {
+pub(crate) fn target_problem(raw_target: &[u8]) -> Option<&'static str> {
     let target = String::from_utf8_lossy(raw_target);
     let path = if target.starts_with('/') || target == "*" {
         &target[..]
@@ -101,7 +101,7 @@ pub fn target_problem(raw_target: &[u8]) -> Option<&'static str> {
 /// Why a request must be refused with 400 before it is routed, or `None` if it may be routed:
 /// an HTTP/1.1 request without `Host` (RFC 9112 section 3.2 requires the 400), or a target that
 /// [`target_problem`] refuses.
-pub fn refusal(req: &RequestHeader) -> Option<&'static str> {
+pub(crate) fn refusal(req: &RequestHeader) -> Option<&'static str> {
     if req.version == http::Version::HTTP_11
         && !req.headers.contains_key(http::header::HOST)
         && req.uri.authority().is_none()

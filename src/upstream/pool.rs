@@ -1,0 +1,173 @@
+//! One upstream's pool: its peers and a balancer over them (`pingora-load-balancing`), the one
+//! peer-selection rule every request follows, and the per-request [`HttpPeer`] with the
+//! upstream's timeouts.
+//!
+//! # Failover
+//! A request tries a healthy peer it has not tried yet ([`UpstreamPool::select`] with the
+//! request's [`Tried`] list); when connecting fails, the peer joins the list and the request
+//! tries again while [`UpstreamPool::can_fail_over`] says a healthy untried peer is left. Both
+//! ways a request reaches an upstream follow it: Pingora's proxy loop through `upstream_peer`
+//! and `fail_to_connect`, and the relay's own connector.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::FutureExt;
+use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
+use pingora_core::{Error, ErrorType};
+use pingora_load_balancing::selection::{
+    BackendIter, BackendSelection, Consistent, Random, RoundRobin,
+};
+use pingora_load_balancing::{Backend, LoadBalancer};
+
+use super::health;
+use crate::config::model::{Balance, Upstream};
+use crate::observe::metrics;
+
+/// The error a request gets when no healthy peer it has not tried is left.
+pub(crate) const NO_HEALTHY_PEER: ErrorType = ErrorType::Custom("no healthy peer");
+
+/// How many candidates `select` may look at before giving up (every peer, at most).
+const MAX_SELECT_ITERATIONS: usize = 256;
+
+/// One configured upstream: its settings and a balancer over its peers.
+pub(crate) struct UpstreamPool {
+    /// Unique for the life of the process, so that a pool is never mistaken for one a reload
+    /// dropped (an address could be reused).
+    id: u64,
+    pub(crate) config: Upstream,
+    balancer: Balancer,
+}
+
+/// The peers one request has tried and failed to connect to; empty (and unallocated) for
+/// nearly every request.
+pub(crate) type Tried = Vec<SocketAddr>;
+
+enum Balancer {
+    RoundRobin(Arc<LoadBalancer<RoundRobin>>),
+    Random(Arc<LoadBalancer<Random>>),
+    Consistent(Arc<LoadBalancer<Consistent>>),
+}
+
+impl UpstreamPool {
+    /// Builds the pool of one upstream; every peer starts out healthy.
+    pub(crate) fn new(u: &Upstream) -> Arc<UpstreamPool> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        for peer in &u.peers {
+            metrics::set_peer_healthy(&u.name, &peer.to_string(), true);
+        }
+        let balancer = match u.balance {
+            Balance::RoundRobin => Balancer::RoundRobin(balancer(u)),
+            Balance::Random => Balancer::Random(balancer(u)),
+            Balance::ConsistentHash => Balancer::Consistent(balancer(u)),
+        };
+        Arc::new(UpstreamPool {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            config: u.clone(),
+            balancer,
+        })
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Runs one round of health checks over the peers (all at once).
+    pub(crate) async fn check_health(&self) {
+        match &self.balancer {
+            Balancer::RoundRobin(lb) => lb.backends().run_health_check(true).await,
+            Balancer::Random(lb) => lb.backends().run_health_check(true).await,
+            Balancer::Consistent(lb) => lb.backends().run_health_check(true).await,
+        }
+    }
+
+    /// A healthy peer other than those in `tried`, or [`NO_HEALTHY_PEER`]. `key` is hashed by
+    /// `consistent_hash` and ignored by the other strategies.
+    pub(crate) fn select(
+        &self,
+        key: &[u8],
+        tried: &[SocketAddr],
+    ) -> pingora_core::Result<SocketAddr> {
+        self.pick(key, tried)
+            .ok_or_else(|| Error::explain(NO_HEALTHY_PEER, "no healthy peer is left to try"))
+    }
+
+    fn pick(&self, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let accept = |b: &Backend, healthy: bool| {
+            healthy && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
+        };
+        let backend = match &self.balancer {
+            Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+            Balancer::Random(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+            Balancer::Consistent(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+        }?;
+        backend.addr.as_inet().copied()
+    }
+
+    /// Whether a request that failed to connect to every peer in `tried` has a healthy peer left
+    /// to try. Asks the peers' health without moving the balancer on.
+    pub(crate) fn can_fail_over(&self, tried: &[SocketAddr]) -> bool {
+        let untried_healthy = |backends: &pingora_load_balancing::Backends| {
+            backends
+                .get_backend()
+                .iter()
+                .any(|b| backends.ready(b) && b.addr.as_inet().is_some_and(|a| !tried.contains(a)))
+        };
+        match &self.balancer {
+            Balancer::RoundRobin(lb) => untried_healthy(lb.backends()),
+            Balancer::Random(lb) => untried_healthy(lb.backends()),
+            Balancer::Consistent(lb) => untried_healthy(lb.backends()),
+        }
+    }
+
+    /// Whether [`Self::select`] uses its key (`consistent_hash`); the others ignore it, so a
+    /// caller need not build one.
+    pub(crate) fn uses_key(&self) -> bool {
+        matches!(self.balancer, Balancer::Consistent(_))
+    }
+
+    /// The peer to connect to for one request, with the upstream's timeouts.
+    pub(crate) fn http_peer(&self, addr: SocketAddr) -> HttpPeer {
+        let c = &self.config;
+        let mut peer = HttpPeer::new(addr, c.tls.is_some(), c.tls.clone().unwrap_or_default());
+        peer.options.connection_timeout = Some(c.connect_timeout);
+        peer.options.read_timeout = Some(c.read_timeout);
+        // Strip hop-by-hop headers and forward no protocol upgrade.
+        peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
+        peer
+    }
+}
+
+fn balancer<S>(u: &Upstream) -> Arc<LoadBalancer<S>>
+where
+    S: BackendSelection + Send + Sync + 'static,
+    S::Iter: BackendIter,
+{
+    let backends = u.peers.iter().map(|addr| Backend {
+        addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(*addr),
+        weight: 1,
+        ext: Default::default(),
+    });
+    let discovery = pingora_load_balancing::discovery::Static::new(backends.collect());
+    let mut lb = LoadBalancer::<S>::from_backends(pingora_load_balancing::Backends::new(discovery));
+    if let Some(hc) = &u.health_check {
+        lb.set_health_check(health::check_for(u, hc));
+    }
+    refresh_now(&lb);
+    Arc::new(lb)
+}
+
+/// Fills the selector before the first request. Static discovery completes at once and cannot
+/// fail, so this never waits.
+fn refresh_now<S>(lb: &LoadBalancer<S>)
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
+    match lb.update().now_or_never() {
+        Some(Ok(())) => {}
+        Some(Err(e)) => log::error!("loading peers failed: {e}"),
+        None => log::error!("loading peers did not complete at once"),
+    }
+}
