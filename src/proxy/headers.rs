@@ -96,3 +96,78 @@ pub(crate) fn strip_hop_by_hop(req: &mut RequestHeader) {
         req.remove_header(&name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/events", None).unwrap();
+        for (name, value) in headers {
+            req.append_header(name.to_string(), *value).unwrap();
+        }
+        req
+    }
+
+    fn names(req: &RequestHeader) -> Vec<String> {
+        let mut names: Vec<String> = req.headers.keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn hop_by_hop_and_proxy_headers_are_dropped_end_to_end_ones_kept() {
+        let mut req = request(&[
+            ("Host", "example.com"),
+            ("Connection", "keep-alive"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Upgrade", "websocket"),
+            ("Trailer", "X-Checksum"),
+            ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+            ("Proxy-Connection", "keep-alive"),
+            ("Accept", "text/event-stream"),
+            ("Last-Event-ID", "41"),
+            ("Transfer-Encoding", "chunked"),
+        ]);
+        strip_hop_by_hop(&mut req);
+        assert_eq!(
+            names(&req),
+            ["accept", "host", "last-event-id", "transfer-encoding"]
+        );
+    }
+
+    #[test]
+    fn connection_removes_the_headers_it_names_but_not_host_or_framing() {
+        let mut req = request(&[
+            ("Host", "example.com"),
+            ("Content-Length", "0"),
+            ("Connection", "X-Trace, close"),
+            (
+                "Connection",
+                " host ,Content-Length, transfer-encoding, x-debug",
+            ),
+            ("X-Trace", "abc"),
+            ("X-Debug", "1"),
+            ("X-Kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut req);
+        assert_eq!(names(&req), ["content-length", "host", "x-kept"]);
+    }
+
+    #[test]
+    fn an_http2_request_gets_http11_and_a_host_from_its_authority() {
+        let mut req = RequestHeader::build("GET", b"/v1/chat", None).unwrap();
+        req.set_uri(http::Uri::from_static("https://api.example.com/v1/chat"));
+        req.set_version(http::Version::HTTP_2);
+        to_http11(&mut req).unwrap();
+        assert_eq!(req.version, http::Version::HTTP_11);
+        assert_eq!(request_host(&req), Some("api.example.com"));
+        assert_eq!(req.headers.get("host").unwrap(), "api.example.com");
+
+        let mut with_host = request(&[("Host", "kept.example.com")]);
+        to_http11(&mut with_host).unwrap();
+        assert_eq!(with_host.headers.get_all("host").iter().count(), 1);
+        assert_eq!(request_host(&with_host), Some("kept.example.com"));
+    }
+}

@@ -229,3 +229,98 @@ impl Drop for StreamMeter {
             .observe(self.opened.elapsed().as_secs_f64());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut resp = ResponseHeader::build(status, None).unwrap();
+        for (name, value) in headers {
+            resp.append_header(name.to_string(), *value).unwrap();
+        }
+        resp
+    }
+
+    fn request(method: &str, version: http::Version) -> RequestHeader {
+        let mut req = RequestHeader::build(method, b"/events", None).unwrap();
+        req.set_version(version);
+        req
+    }
+
+    #[test]
+    fn an_event_stream_is_a_stream_on_any_route_whatever_its_case_and_parameters() {
+        for content_type in [
+            "text/event-stream",
+            "Text/Event-Stream; charset=utf-8",
+            " text/event-stream ;x=1",
+        ] {
+            let resp = response(200, &[("Content-Type", content_type)]);
+            assert!(is_stream(&resp, false), "{content_type}");
+            assert!(is_stream(&resp, true), "{content_type}");
+        }
+        let json = response(200, &[("Content-Type", "application/json")]);
+        assert!(!is_stream(&json, false));
+        let lookalike = response(200, &[("Content-Type", "text/event-streams")]);
+        assert!(!is_stream(&lookalike, false));
+    }
+
+    #[test]
+    fn a_marked_route_streams_its_successes_only() {
+        assert!(is_stream(&response(200, &[]), true));
+        assert!(is_stream(
+            &response(201, &[("Content-Type", "text/plain")]),
+            true
+        ));
+        assert!(!is_stream(
+            &response(404, &[("Content-Type", "text/html")]),
+            true
+        ));
+        assert!(!is_stream(&response(502, &[]), true));
+        assert!(!is_stream(&response(200, &[]), false));
+    }
+
+    #[test]
+    fn a_stream_loses_its_length_and_gains_no_buffering_headers() {
+        let mut resp = response(200, &[("Content-Length", "12")]);
+        prepare_response(&mut resp).unwrap();
+        assert!(resp.headers.get("content-length").is_none());
+        assert_eq!(resp.headers.get("cache-control").unwrap(), "no-cache");
+        assert_eq!(resp.headers.get("x-accel-buffering").unwrap(), "no");
+
+        let mut cached = response(200, &[("Cache-Control", "private, max-age=0")]);
+        prepare_response(&mut cached).unwrap();
+        assert_eq!(
+            cached.headers.get("cache-control").unwrap(),
+            "private, max-age=0",
+            "the upstream's own Cache-Control is kept"
+        );
+    }
+
+    #[test]
+    fn framing_follows_what_the_client_can_read() {
+        let mut for_11 = response(200, &[]);
+        frame_for_client(&mut for_11, &request("GET", http::Version::HTTP_11)).unwrap();
+        assert_eq!(for_11.headers.get("transfer-encoding").unwrap(), "chunked");
+
+        let mut for_10 = response(200, &[("Transfer-Encoding", "chunked")]);
+        frame_for_client(&mut for_10, &request("GET", http::Version::HTTP_10)).unwrap();
+        assert!(
+            for_10.headers.get("transfer-encoding").is_none(),
+            "an HTTP/1.0 body runs until the connection closes"
+        );
+
+        let mut sized = response(200, &[("Content-Length", "5")]);
+        frame_for_client(&mut sized, &request("GET", http::Version::HTTP_11)).unwrap();
+        assert!(sized.headers.get("transfer-encoding").is_none());
+
+        for (method, status) in [("HEAD", 200), ("GET", 204), ("GET", 304)] {
+            let mut bodiless = response(status, &[]);
+            frame_for_client(&mut bodiless, &request(method, http::Version::HTTP_11)).unwrap();
+            assert!(
+                bodiless.headers.get("transfer-encoding").is_none(),
+                "{method} {status} has no body to frame"
+            );
+        }
+    }
+}
