@@ -1,5 +1,15 @@
-//! Responses ssegate writes itself: 404, 502, 503, 504. Short plain text naming the route and the
-//! reason, never an internal address or a stack.
+//! Responses ssegate writes itself, short plain text naming the route and the reason, never an
+//! internal address or a stack:
+//! - 400: a request target refused before routing, or a malformed request;
+//! - 404: no route matches;
+//! - 408: the client was too slow to send its request;
+//! - 500: an internal error;
+//! - 502: no peer could be connected to, or the upstream reset or sent an invalid response;
+//! - 503: the route's `max_streams` is reached (with `Retry-After`), or no peer is healthy;
+//! - 504: the upstream did not answer within `read_timeout`;
+//! - any other status a Pingora error carries (`HTTPStatus`).
+//!
+//! Which error gets which status is [`super::failure::classify`].
 
 use bytes::Bytes;
 use pingora_core::Result;
