@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 use common::client::{self, Response};
 use common::gateway::Gateway;
 use common::upstream::{Behavior, RawEnd, Upstream};
+use testkit::http::chunk;
+use testkit::upstream::STREAM_HEAD;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const STREAM_HEAD: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
 
 /// `sse` (marked, `/sse`) and `plain` (everything else) on one upstream with a 1 s
 /// `read_timeout`; `sse_options` are the marked route's `sse:` value.
@@ -45,13 +44,8 @@ async fn gateway(upstream: &Upstream, sse_options: &str) -> (Gateway, usize) {
     (gw, fds)
 }
 
-/// One chunk of a chunked body.
-fn chunk(data: &str) -> Vec<u8> {
-    format!("{:x}\r\n{data}\r\n", data.len()).into_bytes()
-}
-
 fn sse_event(n: u64) -> Vec<u8> {
-    chunk(&format!("id: {n}\ndata: {n} 0\n\n"))
+    chunk(format!("id: {n}\ndata: {n} 0\n\n"))
 }
 
 fn raw(pieces: Vec<Vec<u8>>, then: RawEnd) -> Behavior {
