@@ -16,12 +16,14 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
-use crate::http::{self, Framing, Progress, Url};
+use testkit::http::{self, Framing, Progress};
+
 use crate::http2;
 use crate::report::{self, Summary};
 use crate::sse;
 use crate::stats::{self, Stats};
 use crate::sys;
+use crate::url::Url;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -574,7 +576,7 @@ impl Drop for OpenStream<'_> {
 /// The receiving side of one open stream.
 struct Reader {
     framing: Framing,
-    parser: sse::Parser,
+    parser: testkit::sse::Parser,
     last_seq: Option<u64>,
     /// Scratch: the latencies of one read, recorded together.
     latencies: Vec<u64>,
@@ -584,7 +586,7 @@ impl Reader {
     fn new(framing: Framing) -> Self {
         Self {
             framing,
-            parser: sse::Parser::new(),
+            parser: testkit::sse::Parser::new(),
             last_seq: None,
             latencies: Vec::with_capacity(16),
         }
