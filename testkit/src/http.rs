@@ -273,9 +273,7 @@ pub fn decode_chunked_end(
     while at < raw.len() {
         // A byte at a time, so that the end is found exactly; chunk data in one piece.
         let step = match *state {
-            Chunked::Data(left) => {
-                usize::try_from(left).map_or(raw.len() - at, |left| left.min(raw.len() - at))
-            }
+            Chunked::Data(left) => at_most(raw.len() - at, left),
             _ => 1,
         };
         let progress = state.decode(&raw[at..at + step], &mut |piece| {
@@ -287,6 +285,11 @@ pub fn decode_chunked_end(
         }
     }
     Ok(None)
+}
+
+/// How many of `available` bytes a body with `left` bytes to come takes.
+fn at_most(available: usize, left: u64) -> usize {
+    usize::try_from(left).map_or(available, |left| left.min(available))
 }
 
 /// Whether a body goes on after the bytes decoded so far.
@@ -317,9 +320,7 @@ impl Framing {
         match self {
             Framing::Chunked(chunked) => chunked.decode(input, out),
             Framing::Length(left) => {
-                let take = input
-                    .len()
-                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let take = at_most(input.len(), *left);
                 if take > 0 {
                     out(&input[..take]);
                 }
@@ -389,7 +390,7 @@ impl Chunked {
         let mut i = 0;
         while i < input.len() {
             if let Chunked::Data(left) = *self {
-                let take = (input.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
+                let take = at_most(input.len() - i, left);
                 out(&input[i..i + take]);
                 i += take;
                 let left = left - take as u64;
