@@ -186,12 +186,15 @@ impl Gateway {
     pub async fn wait_upgrade_listening(&mut self) {
         let path = self.dir.path().join("upgrade.sock");
         let pid = self.pid();
+        // Stops early if the process exits (a broken config): the assertion below says so.
         let listening = super::eventually(Duration::from_secs(10), || {
-            listening_unix_inodes(&path.to_string_lossy())
-                .iter()
-                .any(|inode| process_holds_socket(pid, *inode))
+            matches!(self.child.try_wait(), Ok(Some(_)))
+                || listening_unix_inodes(&path.to_string_lossy())
+                    .iter()
+                    .any(|inode| process_holds_socket(pid, *inode))
         })
         .await;
+        let listening = listening && matches!(self.child.try_wait(), Ok(None));
         let exited = self.child.try_wait().ok().flatten();
         assert!(
             listening,
