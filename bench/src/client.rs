@@ -675,7 +675,7 @@ impl Reader {
         latencies.clear();
         let (mut events, mut late, mut missing, mut duplicates, mut unparsed) = (0, 0, 0, 0, 0);
         let progress = framing
-            .decode(input, &mut |body| {
+            .decode(input, |body: &[u8]| {
                 parser.feed(body, |event| {
                     events += 1;
                     let sent = sse::field_u64(event.data, sse::KEY_SENT);

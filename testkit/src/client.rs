@@ -105,7 +105,7 @@ impl Response {
             let mut body = Vec::new();
             let progress = self
                 .framing
-                .decode(&self.unread, &mut |piece| body.extend_from_slice(piece))
+                .decode(&self.unread, |piece: &[u8]| body.extend_from_slice(piece))
                 .map_err(http::invalid)?;
             self.unread.clear();
             self.done = progress == Progress::Done;

@@ -189,8 +189,9 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, Strin
     with_fields(
         |fields| {
             let mut response = httparse::Response::new(fields);
-            let httparse::Status::Complete(len) = response.parse(buf)? else {
-                return Ok(None);
+            let len = match response.parse(buf)? {
+                httparse::Status::Complete(len) => len,
+                httparse::Status::Partial => return Ok(None),
             };
             let framing = if is_chunked(response.headers) {
                 Framing::Chunked(Chunked::default())
@@ -312,13 +313,13 @@ pub enum Framing {
 
 impl Framing {
     /// Decodes the next bytes received, handing each piece of body to `out`.
-    pub fn decode(
+    pub fn decode<F: FnMut(&[u8])>(
         &mut self,
         input: &[u8],
-        out: &mut impl FnMut(&[u8]),
+        mut out: F,
     ) -> Result<Progress, String> {
         match self {
-            Framing::Chunked(chunked) => chunked.decode(input, out),
+            Framing::Chunked(chunked) => chunked.decode(input, &mut out),
             Framing::Length(left) => {
                 let take = at_most(input.len(), *left);
                 if take > 0 {
@@ -467,7 +468,7 @@ mod tests {
         let mut start = 0;
         for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
             progress = framing
-                .decode(&input[start..cut], &mut |piece| {
+                .decode(&input[start..cut], |piece: &[u8]| {
                     body.extend_from_slice(piece)
                 })
                 .expect("valid encoding");
