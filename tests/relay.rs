@@ -58,7 +58,7 @@ async fn awkwardly_framed_events_arrive_exactly_and_are_counted() {
         ),
         // Event 6: 1 MiB in one chunk.
         (pause, chunk(&big_event)),
-        (pause, b"0\r\n\r\n".to_vec()),
+        (pause, LAST_CHUNK.to_vec()),
     ];
     let upstream = Upstream::start(Behavior::Raw {
         pieces,

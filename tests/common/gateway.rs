@@ -205,12 +205,11 @@ impl Gateway {
     }
 
     pub async fn scrape(&self) -> String {
-        super::client::get(self.metrics_addr, "/metrics")
-            .await
-            .expect("scrape metrics")
-            .text()
-            .await
-            .expect("metrics body")
+        let scraped = match super::client::get(self.metrics_addr, "/metrics").await {
+            Ok(resp) => resp.text().await,
+            Err(e) => Err(e),
+        };
+        scraped.unwrap_or_else(|e| panic!("scrape {}: {e}\n{}", self.metrics_addr, self.log()))
     }
 
     /// Waits up to 3 s for a sample to reach `want` and fails the test if it does not. A client
