@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use testkit::client::{self, End, EventSource};
 
 #[derive(Default)]
 struct ClientReport {
@@ -84,117 +83,55 @@ async fn main() {
 }
 
 async fn plain_request(addr: SocketAddr) -> std::io::Result<u16> {
-    let mut socket = TcpStream::connect(addr).await?;
-    socket
-        .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut response = Vec::new();
-    socket.read_to_end(&mut response).await?;
-    let status = String::from_utf8_lossy(&response)
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let headers = [("Host", "bench"), ("Connection", "close")];
+    let response = client::request(addr, "GET", "/", &headers, None).await?;
+    let status = response.status;
+    response.text().await?;
     Ok(status)
 }
 
 async fn event_source(addr: SocketAddr, deadline: Instant) -> ClientReport {
     let mut report = ClientReport::default();
+    // As EventSource: a second before reconnecting unless the server says otherwise.
+    let mut source = EventSource::new(addr, "/clock?interval_ms=50", Duration::from_secs(1));
     let mut last_id: Option<u64> = None;
     let mut last_event_at: Option<Instant> = None;
-    let mut retry_ms = 1000;
     while Instant::now() < deadline {
         let mut first_on_connection = true;
-        let outcome = stream_once(addr, last_id, deadline, |id, retry| {
-            if let Some(ms) = retry {
-                retry_ms = ms;
-            }
-            let Some(id) = id else { return };
-            match last_id {
-                Some(last) if id <= last => report.repeated += 1,
-                Some(last) => report.lost += id - last - 1,
-                None => report.lost += id - 1,
-            }
-            if first_on_connection {
-                if let (Some(at), true) = (last_event_at, last_id.is_some()) {
-                    report.gaps.push(at.elapsed());
-                }
-                first_on_connection = false;
-            }
-            report.received += 1;
-            last_id = Some(last_id.map_or(id, |l| l.max(id)));
-            last_event_at = Some(Instant::now());
-        })
-        .await;
+        let connection = source
+            .connect_once(
+                || Instant::now() >= deadline,
+                |event| {
+                    let Ok(id) = event.id.parse::<u64>() else {
+                        return;
+                    };
+                    match last_id {
+                        Some(last) if id <= last => report.repeated += 1,
+                        Some(last) => report.lost += id - last - 1,
+                        None => report.lost += id - 1,
+                    }
+                    if first_on_connection {
+                        if let (Some(at), true) = (last_event_at, last_id.is_some()) {
+                            report.gaps.push(at.elapsed());
+                        }
+                        first_on_connection = false;
+                    }
+                    report.received += 1;
+                    last_id = Some(last_id.map_or(id, |l| l.max(id)));
+                    last_event_at = Some(Instant::now());
+                },
+            )
+            .await;
         if Instant::now() >= deadline {
             break;
         }
         report.reconnects += 1;
         // As EventSource: wait the server's retry delay (or a second after an error).
-        let wait = if outcome.is_ok() { retry_ms } else { 1000 };
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let wait = match connection.end {
+            End::Ended => source.retry,
+            End::Failed | End::Stopped => Duration::from_secs(1),
+        };
+        tokio::time::sleep(wait).await;
     }
     report
-}
-
-/// One connection: calls `on_block(id, retry)` for each SSE block until the response ends.
-async fn stream_once(
-    addr: SocketAddr,
-    last_id: Option<u64>,
-    deadline: Instant,
-    mut on_block: impl FnMut(Option<u64>, Option<u64>),
-) -> std::io::Result<()> {
-    let mut socket = TcpStream::connect(addr).await?;
-    let resume = last_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
-    let request =
-        format!("GET /clock?interval_ms=50 HTTP/1.1\r\nHost: bench\r\n{resume}Accept: text/event-stream\r\n\r\n");
-    socket.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    let mut body = String::new();
-    let mut head_done = false;
-    let mut buf = [0u8; 16384];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let n = match tokio::time::timeout(left, socket.read(&mut buf)).await {
-            Err(_) => return Ok(()),
-            Ok(read) => read?,
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        raw.extend_from_slice(&buf[..n]);
-        if !head_done {
-            let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-                continue;
-            };
-            raw.drain(..end + 4);
-            head_done = true;
-        }
-        // Chunked body: `SIZE\r\nDATA\r\n`, ending with a zero-size chunk.
-        while let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") {
-            let size_text = String::from_utf8_lossy(&raw[..line_end]).to_string();
-            let size = usize::from_str_radix(size_text.trim(), 16)
-                .map_err(|_| std::io::Error::other("bad chunk"))?;
-            if raw.len() < line_end + 2 + size + 2 {
-                break;
-            }
-            if size == 0 {
-                return Ok(());
-            }
-            body.push_str(&String::from_utf8_lossy(
-                &raw[line_end + 2..line_end + 2 + size],
-            ));
-            raw.drain(..line_end + 2 + size + 2);
-        }
-        while let Some(end) = body.find("\n\n") {
-            let block: String = body.drain(..end + 2).collect();
-            let field = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .and_then(|v| v.trim().parse().ok())
-            };
-            on_block(field("id:"), field("retry:"));
-        }
-    }
 }

@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::client;
 use common::gateway::{check, Gateway, BIN};
@@ -18,9 +18,9 @@ const EXPOSITION: &str = "# HELP ssegate_";
 
 /// A config with no `metrics:` section. Metrics carry route names, upstream peers, versions and
 /// the config's hash, so by default they must be reachable from this machine only: `-t` reports
-/// the default `127.0.0.1:9464`, and a running instance binds exactly that. (The shipped configs
-/// keep them on loopback too.) The running check needs port 9464 free and skips otherwise,
-/// as the default cannot be moved out of the way of whatever holds it.
+/// the default `127.0.0.1:9464`. (The shipped configs keep them on loopback too.) A running
+/// instance binds exactly the metrics address `-t` reports and no wildcard: checked on a free
+/// loopback port, since 9464 itself may be held by anything else on the machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_listen_on_loopback_unless_configured() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,33 +61,51 @@ async fn metrics_listen_on_loopback_unless_configured() {
         );
     }
 
-    // Bindable on the wildcard address means nothing listens on 9464 at all.
-    if std::net::TcpListener::bind("0.0.0.0:9464").is_err() {
-        eprintln!("port 9464 is busy; the running check is skipped");
-        return;
-    }
+    let metrics_port = common::free_port();
+    let running = dir.path().join("running.yaml");
+    std::fs::write(
+        &running,
+        format!(
+            "{}metrics:\n  address: 127.0.0.1:{metrics_port}\n",
+            std::fs::read_to_string(&config).unwrap()
+        ),
+    )
+    .unwrap();
+    let out = check(&running);
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        summary
+            .trim_end()
+            .ends_with(&format!("metrics 127.0.0.1:{metrics_port}")),
+        "{summary}"
+    );
     let mut child = Command::new(BIN)
         .arg("-c")
-        .arg(&config)
+        .arg(&running)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn ssegate");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut scraped = None;
-    while Instant::now() < deadline && scraped.is_none() {
-        if let Ok(resp) = client::get("127.0.0.1:9464".parse().unwrap(), "/metrics").await {
-            scraped = resp.text().await.ok();
-        } else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    let listeners = listening_on(9464);
+    let metrics: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let scraped = common::poll(Duration::from_secs(15), || async move {
+        client::get(metrics, "/metrics")
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    })
+    .await;
+    let listeners = listening_on(metrics_port);
     let _ = child.kill();
     let _ = child.wait();
-    let scraped = scraped.expect("metrics on 127.0.0.1:9464");
+    let scraped = scraped.unwrap_or_else(|| panic!("metrics on {metrics}"));
     assert!(scraped.contains(EXPOSITION), "{scraped}");
-    assert_eq!(listeners, ["127.0.0.1"], "sockets listening on port 9464");
+    assert_eq!(
+        listeners,
+        ["127.0.0.1"],
+        "sockets listening on port {metrics_port}"
+    );
 }
 
 /// The local addresses of the IPv4 and IPv6 sockets listening on `port` (from /proc/net).
@@ -311,13 +329,15 @@ routes:
         check(&format!("504 {path}"), &one(get(path)).await, 504);
     }
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let unhealthy = loop {
+    // The health check marks the peer down after its first failures.
+    let unhealthy = common::poll(Duration::from_secs(10), || async {
         let resp = one(get("/sick")).await;
-        if resp.status == 503 || Instant::now() > deadline {
-            break resp;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        (resp.status == 503).then_some(resp)
+    })
+    .await;
+    let unhealthy = match unhealthy {
+        Some(resp) => resp,
+        None => one(get("/sick")).await,
     };
     check("503 no healthy peer", &unhealthy, 503);
 

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 use common::client::{self, Response};
 use common::gateway::Gateway;
 use common::upstream::{Behavior, RawEnd, Upstream};
+use testkit::http::chunk;
+use testkit::upstream::STREAM_HEAD;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const STREAM_HEAD: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
 
 /// `sse` (marked, `/sse`) and `plain` (everything else) on one upstream with a 1 s
 /// `read_timeout`; `sse_options` are the marked route's `sse:` value.
@@ -45,13 +44,8 @@ async fn gateway(upstream: &Upstream, sse_options: &str) -> (Gateway, usize) {
     (gw, fds)
 }
 
-/// One chunk of a chunked body.
-fn chunk(data: &str) -> Vec<u8> {
-    format!("{:x}\r\n{data}\r\n", data.len()).into_bytes()
-}
-
 fn sse_event(n: u64) -> Vec<u8> {
-    chunk(&format!("id: {n}\ndata: {n} 0\n\n"))
+    chunk(format!("id: {n}\ndata: {n} 0\n\n"))
 }
 
 fn raw(pieces: Vec<Vec<u8>>, then: RawEnd) -> Behavior {
@@ -404,16 +398,24 @@ async fn slow_readers_back_pressure_the_upstream_instead_of_filling_memory() {
         upstream.open_connections()
     );
     upstream.pause_floods(false);
-    // Once every buffer on the way is full the upstream cannot write any more.
-    let mut sent = upstream.sent_bytes();
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = upstream.sent_bytes();
-        if now - sent < 1 << 20 {
-            break;
+    // Once every buffer on the way is full the upstream cannot write any more: it stalls,
+    // writing less than 1 MiB in a whole second.
+    let mut window = (Instant::now(), upstream.sent_bytes());
+    let stalled = common::eventually(Duration::from_secs(120), || {
+        let now = (Instant::now(), upstream.sent_bytes());
+        if now.0 - window.0 < Duration::from_secs(1) {
+            return false;
         }
-        sent = now;
-    }
+        let stalled = now.1 - window.1 < 1 << 20;
+        window = now;
+        stalled
+    })
+    .await;
+    assert!(
+        stalled,
+        "the upstream never stalled: it wrote {} MiB",
+        upstream.sent_bytes() >> 20
+    );
     let grown_kib = gw.rss_kib().saturating_sub(rss_before);
     let per_stream_kib = grown_kib / READERS as u64;
     println!(
@@ -464,6 +466,7 @@ async fn trickled_headers_do_not_starve_other_clients() {
             "round {round}: a normal request took {:?}",
             asked.elapsed()
         );
+        // The trickle's pace is the attack under test: a byte per client every 200 ms.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(trickling);

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::client::take_event;
+use common::client::EventReader;
 use common::gateway::Gateway;
 use common::upstream::{Behavior, Upstream};
 use openssl::asn1::Asn1Time;
@@ -114,15 +114,12 @@ async fn twenty_sse_streams_share_one_h2_connection_and_stream_every_event() {
             assert_eq!(response.status(), 200);
             assert_eq!(response.headers()["x-accel-buffering"], "no");
             let mut body = response.into_body();
-            let mut pending = Vec::new();
+            let mut reader = EventReader::default();
             let mut events = Vec::new();
             while let Some(chunk) = body.data().await {
                 let chunk: Bytes = chunk.expect("body data");
                 let _ = body.flow_control().release_capacity(chunk.len());
-                pending.extend_from_slice(&chunk);
-                while let Some(event) = take_event(&mut pending) {
-                    events.push(event);
-                }
+                events.extend(reader.feed(&chunk));
             }
             events
         }));

@@ -2,7 +2,8 @@
 //! accepts the exposition, and every query of the Grafana dashboard returns data.
 //!
 //! Needs the `prometheus` and `promtool` binaries (Debian package `prometheus`; `.ci/run` and
-//! README's test command install it).
+//! README's test command install it). Without them the test fails and says so: it never passes
+//! by skipping.
 
 mod common;
 
@@ -51,16 +52,12 @@ impl Prometheus {
             child,
             _dir: dir,
         };
-        let mut ready = false;
-        for _ in 0..100 {
-            if let Ok(resp) = client::get(addr, "/-/ready").await {
-                if resp.status == 200 {
-                    ready = true;
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let ready = common::eventually_async(Duration::from_secs(10), || async move {
+            client::get(addr, "/-/ready")
+                .await
+                .is_ok_and(|resp| resp.status == 200)
+        })
+        .await;
         assert!(ready, "prometheus did not become ready");
         prometheus
     }
@@ -135,67 +132,47 @@ async fn traffic(gw: SocketAddr) {
         }
         let _ = client::get(gw, "/nowhere").await;
         let _ = client::get(gw, "/dead").await;
+        // Paces the traffic: a steady trickle of every kind for the whole test.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_scrapes_ssegate_and_every_dashboard_query_has_data() {
-    let endless = Upstream::start(Behavior::endless(Duration::from_millis(100))).await;
-    let finite = Upstream::start(Behavior::Sse {
-        interval: Duration::from_millis(20),
-        count: Some(3),
-        end: true,
-    })
-    .await;
-    let dead = common::dead_peer();
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  endless:\n    peers: [{}]\n    health_check: {{ interval: 1s }}\n  \
-         finite:\n    peers: [{}]\n  dead:\n    peers: [{dead}]\n\
-         routes:\n  - {{ name: events, match: {{ path_prefix: /events }}, upstream: endless, sse: true }}\n  \
-         - {{ name: finite, match: {{ path_prefix: /finite }}, upstream: finite, sse: true }}\n  \
-         - {{ name: dead, match: {{ path_prefix: /dead }}, upstream: dead }}\n",
-        endless.addr, finite.addr
-    ))
-    .await;
-    // Three streams held open for the whole test.
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(client::get(gw.addr, "/events").await.unwrap());
-    }
-    let background = tokio::spawn(traffic(gw.addr));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let scrape = gw.scrape().await;
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run `promtool` (apt-get install -y prometheus)");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let checked = promtool.wait_with_output().unwrap();
+/// Fails the test, saying what to install, unless `binary` runs.
+fn require(binary: &str) {
+    let ran = Command::new(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     assert!(
-        checked.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
+        ran.as_ref().is_ok_and(|s| s.success()),
+        "`{binary}` is missing or does not run ({ran:?}): this test needs a real Prometheus; \
+         install the Debian package with `apt-get install -y prometheus` (README's test command)"
     );
+}
 
-    let prometheus = Prometheus::start(gw.metrics_addr).await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+/// Whether a scrape has counted traffic of every kind: a finished stream, an upstream error
+/// and a 404.
+fn counts_every_kind(scrape: &str) -> bool {
+    let has = |family: &str, label: &str| {
+        scrape
+            .lines()
+            .any(|l| l.starts_with(&format!("{family}{{")) && l.contains(label))
+    };
+    has("ssegate_stream_closed_total", "route=\"finite\"")
+        && has("ssegate_upstream_errors_total", "route=\"dead\"")
+        && has("ssegate_requests_total", "status=\"404\"")
+        && has("ssegate_streams_active", "route=\"events\"")
+}
 
-    let (exprs, variables) = dashboard_queries();
-    assert!(exprs.len() >= 15);
+/// The dashboard's queries (and variables) that return no data from `prometheus` yet.
+async fn queries_without_data(
+    prometheus: &Prometheus,
+    exprs: &[String],
+    variables: &[String],
+) -> Vec<String> {
     let mut empty = Vec::new();
-    for expr in &exprs {
+    for expr in exprs {
         let query = as_grafana_sends_it(expr);
         let data = prometheus
             .api(&format!("/api/v1/query?query={}", url_encode(&query)))
@@ -228,8 +205,78 @@ async fn prometheus_scrapes_ssegate_and_every_dashboard_query_has_data() {
             empty.push(format!("{variable} -> {data}"));
         }
     }
+    empty
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_ssegate_and_every_dashboard_query_has_data() {
+    require("prometheus");
+    require("promtool");
+    let endless = Upstream::start(Behavior::endless(Duration::from_millis(100))).await;
+    let finite = Upstream::start(Behavior::Sse {
+        interval: Duration::from_millis(20),
+        count: Some(3),
+        end: true,
+    })
+    .await;
+    let dead = common::dead_peer();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  endless:\n    peers: [{}]\n    health_check: {{ interval: 1s }}\n  \
+         finite:\n    peers: [{}]\n  dead:\n    peers: [{dead}]\n\
+         routes:\n  - {{ name: events, match: {{ path_prefix: /events }}, upstream: endless, sse: true }}\n  \
+         - {{ name: finite, match: {{ path_prefix: /finite }}, upstream: finite, sse: true }}\n  \
+         - {{ name: dead, match: {{ path_prefix: /dead }}, upstream: dead }}\n",
+        endless.addr, finite.addr
+    ))
+    .await;
+    // Three streams held open for the whole test.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(client::get(gw.addr, "/events").await.unwrap());
+    }
+    let background = tokio::spawn(traffic(gw.addr));
+    let scrape = common::poll(Duration::from_secs(15), || async {
+        let scrape = gw.scrape().await;
+        counts_every_kind(&scrape).then_some(scrape)
+    })
+    .await
+    .unwrap_or_else(|| panic!("traffic of every kind counted:\n{}", gw.log()));
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run `promtool` (apt-get install -y prometheus)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let prometheus = Prometheus::start(gw.metrics_addr).await;
+    let (exprs, variables) = dashboard_queries();
+    assert!(exprs.len() >= 15);
+    // Rates need two scrapes in their window: wait until every query has data.
+    let empty = std::cell::RefCell::new(Vec::new());
+    common::eventually_async(Duration::from_secs(60), || async {
+        let now_empty = queries_without_data(&prometheus, &exprs, &variables).await;
+        *empty.borrow_mut() = now_empty;
+        empty.borrow().is_empty()
+    })
+    .await;
     background.abort();
     drop(held);
+    let empty = empty.into_inner();
     assert!(
         empty.is_empty(),
         "dashboard queries without data:\n{}",

@@ -10,11 +10,10 @@ use common::client;
 use common::gateway::Gateway;
 use common::raw;
 use common::upstream::{Behavior, RawEnd, Upstream};
+use testkit::http::{self, chunk, LAST_CHUNK};
+use testkit::upstream::{self as wire, hold_until_closed, STREAM_HEAD};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-const STREAM_HEAD: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
 
 /// `sse` (marked, `/sse`) and `plain` (everything else) on one upstream.
 fn config(peer: &str) -> String {
@@ -33,10 +32,6 @@ fn config(peer: &str) -> String {
         "",
     ]
     .join("\n")
-}
-
-fn chunk(data: &[u8]) -> Vec<u8> {
-    [format!("{:x}\r\n", data.len()).as_bytes(), data, b"\r\n"].concat()
 }
 
 /// Events cut at awkward places: across chunks, a chunk cut across writes (inside its size line
@@ -63,7 +58,7 @@ async fn awkwardly_framed_events_arrive_exactly_and_are_counted() {
         ),
         // Event 6: 1 MiB in one chunk.
         (pause, chunk(&big_event)),
-        (pause, b"0\r\n\r\n".to_vec()),
+        (pause, LAST_CHUNK.to_vec()),
     ];
     let upstream = Upstream::start(Behavior::Raw {
         pieces,
@@ -108,22 +103,18 @@ async fn head_then_wait(
     go_on: tokio::sync::oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
     let (mut socket, _) = listener.accept().await?;
-    let mut request = Vec::new();
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        let mut buf = [0u8; 1024];
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        request.extend_from_slice(&buf[..n]);
+    if wire::read_request(&mut socket, &mut Vec::new())
+        .await?
+        .is_none()
+    {
+        return Ok(());
     }
     socket.write_all(STREAM_HEAD).await?;
     let _ = go_on.await;
     socket.write_all(&chunk(b"data: first\n\n")).await?;
-    socket.write_all(b"0\r\n\r\n").await?;
+    socket.write_all(LAST_CHUNK).await?;
     // Hold the connection until the proxy is done with it.
-    let mut rest = [0u8; 64];
-    while socket.read(&mut rest).await? > 0 {}
+    hold_until_closed(&mut socket).await;
     Ok(())
 }
 
@@ -155,16 +146,14 @@ async fn the_response_head_reaches_the_client_before_the_first_event() {
     upstream.abort();
 }
 
-/// Reads one chunked response from `socket` (after its head): returns the head and the raw
-/// body up to and including the last chunk.
-async fn read_chunked_response(socket: &mut TcpStream) -> (String, Vec<u8>) {
+/// Reads one chunked response from `socket`: returns its head and its decoded body.
+async fn read_chunked_response(socket: &mut TcpStream) -> (http::ResponseHead, Vec<u8>) {
     let mut raw = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            if raw[head_end + 4..].ends_with(b"0\r\n\r\n") {
-                let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
-                return (head, raw[head_end + 4..].to_vec());
+        if let Some((head, len)) = http::parse_response(&raw).expect("a response head") {
+            if let Some((body, _)) = http::decode_chunked(&raw[len..]).expect("a chunked body") {
+                return (head, body);
             }
         }
         let mut buf = [0u8; 4096];
@@ -193,12 +182,8 @@ async fn a_kept_alive_connection_carries_the_next_request_after_a_stream() {
         let request = format!("GET /sse/{n} HTTP/1.1\r\nHost: test\r\n\r\n");
         socket.write_all(request.as_bytes()).await.unwrap();
         let (head, body) = read_chunked_response(&mut socket).await;
-        let (status, headers) = common::parse_response_head(&head);
-        assert_eq!(status, 200, "stream {n}: {head}");
-        assert_eq!(
-            common::find_header(&headers, "connection"),
-            Some("keep-alive")
-        );
+        assert_eq!(head.status, 200, "stream {n}: {head:?}");
+        assert_eq!(head.header("connection"), Some("keep-alive"));
         let text = String::from_utf8_lossy(&body);
         assert_eq!(text.matches("id: ").count(), 2, "stream {n}: {text}");
     }

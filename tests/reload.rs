@@ -57,17 +57,20 @@ async fn sighup_applies_a_new_route_and_leaves_open_streams_alone() {
     ));
     gw.signal("HUP");
 
-    let mut answered = false;
-    for _ in 0..50 {
+    let answer = common::poll(Duration::from_secs(10), || async {
         let resp = client::get(gw.addr, "/added").await.unwrap();
-        if resp.status == 200 {
-            assert_eq!(resp.text().await.unwrap(), "added");
-            answered = true;
-            break;
+        match resp.status {
+            200 => Some(resp.text().await.unwrap()),
+            _ => None,
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(answered, "the new route never answered:\n{}", gw.log());
+    })
+    .await;
+    assert_eq!(
+        answer.as_deref(),
+        Some("added"),
+        "the new route never answered:\n{}",
+        gw.log()
+    );
 
     // The streams opened before the reload run on, on their original connections.
     read_on(&mut streams, &mut last_ids, 5).await;

@@ -265,6 +265,13 @@ async fn a_pooled_connection_the_upstream_closed_is_retried_not_failed() {
         let resp = client::get(gw.addr, "/").await.unwrap();
         assert_eq!(resp.status, 200, "request {i}");
         assert_eq!(resp.text().await.unwrap(), "fine");
+        // ssegate counts a request once its upstream connection is back in the pool: only
+        // then does the next request find it there (and closed).
+        gw.expect_metric(
+            "ssegate_requests_total{route=\"events\",status=\"200\"}",
+            (i + 1) as f64,
+        )
+        .await;
     }
     // Requests 2 to 5 each found their pooled connection closed and were sent again. The
     // upstream notes a close only after the retried request is answered, so wait for it.

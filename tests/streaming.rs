@@ -74,7 +74,7 @@ async fn post_stream_carries_body_and_last_event_id_unchanged() {
     let upstream = Upstream::start(every_100ms(5, true)).await;
     let gw = Gateway::start(&config(&upstream, "    sse: true")).await;
     let body = br#"{"model":"m","messages":[{"role":"user","content":"hi \u00e9"}],"stream":true}"#;
-    let mut resp = client::request(
+    let mut resp: Response = client::request(
         gw.addr,
         "POST",
         "/events/chat?x=1",
@@ -85,7 +85,8 @@ async fn post_stream_carries_body_and_last_event_id_unchanged() {
         Some(body),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .into();
     assert_eq!(resp.status, 200);
     assert_events_stream(&mut resp, 5).await;
     assert!(

@@ -4,13 +4,15 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::client;
 use common::gateway::Gateway;
 use common::upstream::{Behavior, Upstream};
+use testkit::client::{End, EventSource};
 
 const SSE_CLIENTS: usize = 20;
 const QUICK_SHUTDOWN: &str = "  grace_period_seconds: 2\n  graceful_shutdown_timeout_seconds: 2\n";
@@ -34,67 +36,54 @@ fn config(events: &Upstream, plain: &Upstream, added: Option<&Upstream>) -> Stri
 }
 
 /// What one EventSource-like client saw.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Seen {
     ids: Vec<u64>,
     retries: Vec<u64>,
     /// Ends of a response that came without a `retry:` line first.
     ends_without_retry: usize,
+    /// Events received on a connection after a reconnect.
+    after_reconnect: usize,
 }
 
-/// Behaves like a browser's EventSource: reads events, remembers the last id, and when the
-/// response ends reconnects after the `retry:` delay with `Last-Event-ID`.
-async fn event_source(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> Seen {
-    let mut seen = Seen::default();
+/// Behaves like a browser's EventSource (the kit's): reads events, remembers the last id, and
+/// when the response ends reconnects after the `retry:` delay with `Last-Event-ID`. What it saw
+/// so far is in `seen`.
+async fn event_source(addr: SocketAddr, stop: Arc<AtomicBool>, seen: Arc<Mutex<Seen>>) {
+    let mut source = EventSource::new(addr, "/events", Duration::ZERO);
     while !stop.load(Ordering::Relaxed) {
-        let last = seen.ids.last().map(u64::to_string);
-        let headers: Vec<(&str, &str)> = last
-            .iter()
-            .map(|id| ("Last-Event-ID", id.as_str()))
-            .collect();
-        let Ok(mut resp) = client::request(addr, "GET", "/events", &headers, None).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        assert_eq!(resp.status, 200);
-        let mut pending = String::new();
-        let mut retry = None;
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return seen;
+        let reconnected = !seen.lock().unwrap().retries.is_empty();
+        let connection = source
+            .connect_once(
+                || stop.load(Ordering::Relaxed),
+                |event| {
+                    let mut seen = seen.lock().unwrap();
+                    seen.ids.push(event.id.parse().expect("numeric id"));
+                    seen.after_reconnect += usize::from(reconnected);
+                },
+            )
+            .await;
+        match connection.status {
+            // Not connected (the listener is being handed over): try again shortly.
+            0 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-            let chunk = tokio::select! {
-                chunk = resp.next_chunk() => chunk,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
-            };
-            match chunk {
-                Ok(Some(data)) => pending.push_str(&String::from_utf8_lossy(&data)),
-                Ok(None) | Err(_) => break,
-            }
-            while let Some(end) = pending.find("\n\n") {
-                let block: String = pending.drain(..end + 2).collect();
-                for line in block.lines() {
-                    if let Some(id) = line.strip_prefix("id: ") {
-                        seen.ids.push(id.parse().expect("numeric id"));
-                    } else if let Some(ms) = line.strip_prefix("retry: ") {
-                        retry = ms.parse().ok();
-                    }
-                }
-            }
+            status => assert_eq!(status, 200),
         }
-        assert!(
-            pending.is_empty(),
-            "a response ended inside an event: {pending:?}"
-        );
-        match retry {
+        if connection.end == End::Stopped {
+            return;
+        }
+        assert!(!connection.cut_event, "a response ended inside an event");
+        match connection.retry {
             Some(ms) => {
-                seen.retries.push(ms);
+                seen.lock().unwrap().retries.push(ms);
+                // The reconnection delay is EventSource's behaviour under test, not a wait.
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-            None => seen.ends_without_retry += 1,
+            None => seen.lock().unwrap().ends_without_retry += 1,
         }
     }
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,17 +116,26 @@ async fn upgrade_under_load_loses_no_request_and_no_event() {
                     Some("plain") => ok.fetch_add(1, Ordering::Relaxed),
                     _ => failed.fetch_add(1, Ordering::Relaxed),
                 };
+                // Paces the load: a steady stream of requests across the hand-over.
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
     };
-    let clients: Vec<_> = (0..SSE_CLIENTS)
-        .map(|_| tokio::spawn(event_source(old.addr, stop.clone())))
+    let seen: Vec<Arc<Mutex<Seen>>> = (0..SSE_CLIENTS).map(|_| Arc::default()).collect();
+    let clients: Vec<_> = seen
+        .iter()
+        .map(|seen| tokio::spawn(event_source(old.addr, stop.clone(), seen.clone())))
         .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every stream is open and flowing, and plain requests are being answered.
+    let flowing = common::eventually(Duration::from_secs(10), || {
+        plain_ok.load(Ordering::Relaxed) > 0
+            && seen.iter().all(|s| !s.lock().unwrap().ids.is_empty())
+    })
+    .await;
+    assert!(flowing, "streams and plain requests before the upgrade");
 
     let mut new = old.start_upgrade(&config(&events, &plain, Some(&added)));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    new.wait_upgrade_listening().await;
     old.signal("QUIT");
 
     // Pingora: 5 s with both processes accepting, then the 2 s grace period, then up to 2 s for
@@ -153,13 +151,29 @@ async fn upgrade_under_load_loses_no_request_and_no_event() {
         added_answers.status, 200,
         "the new process serves the new route"
     );
-    tokio::time::sleep(Duration::from_secs(4)).await; // clients come back after retry
+    // Every client comes back after its retry delay and gets events from the new process.
+    let plain_before = plain_ok.load(Ordering::Relaxed);
+    let resumed = common::eventually(Duration::from_secs(15), || {
+        plain_ok.load(Ordering::Relaxed) > plain_before
+            && seen.iter().all(|s| s.lock().unwrap().after_reconnect > 0)
+    })
+    .await;
+    let unresumed: Vec<Seen> = seen
+        .iter()
+        .map(|s| s.lock().unwrap().clone())
+        .filter(|s| s.after_reconnect == 0)
+        .collect();
+    assert!(
+        resumed,
+        "clients without events after the upgrade: {unresumed:?}"
+    );
 
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
     let mut reconnected = 0;
-    for client in clients {
-        let seen = client.await.unwrap();
+    for (client, seen) in clients.into_iter().zip(&seen) {
+        client.await.unwrap();
+        let seen = seen.lock().unwrap().clone();
         let expected: Vec<u64> = (1..=seen.ids.len() as u64).collect();
         assert_eq!(seen.ids, expected, "every event once, in order: {seen:?}");
         assert_eq!(seen.ends_without_retry, 0, "{seen:?}");

@@ -11,17 +11,20 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
-use crate::http::{self, Framing, Progress, Url};
+use testkit::http::{self, Framing, Progress};
+
 use crate::http2;
 use crate::report::{self, Summary};
 use crate::sse;
 use crate::stats::{self, Stats};
 use crate::sys;
+use crate::url::Url;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -507,9 +510,17 @@ async fn stream_h1(
     stats.record_head(micros(sent.elapsed()));
     let mut reader = Reader::new(head.framing);
     let _open = OpenStream::new(stats);
-    reader
-        .read_until(stats, &mut sock, buf, head_len, until)
-        .await
+    // `buf` holds the response head and maybe the first body bytes.
+    if reader.process(stats, &buf[head_len..])? == Progress::Done {
+        return Err(Failure::ClosedEarly);
+    }
+    buf.clear();
+    buf.resize(READ_BUF, 0);
+    let body = Body::H1 {
+        sock: &mut sock,
+        buf,
+    };
+    reader.read_until(stats, body, until).await
 }
 
 /// An HTTP/2 stream on a shared connection.
@@ -544,7 +555,11 @@ async fn stream_h2(
     // HTTP/2 frames the body itself: DATA frames carry the event stream as it is.
     let mut reader = Reader::new(Framing::Close);
     let _open = OpenStream::new(stats);
-    reader.read_h2(stats, response.into_body(), until).await
+    let body = Body::H2 {
+        body: response.into_body(),
+        data: Bytes::new(),
+    };
+    reader.read_until(stats, body, until).await
 }
 
 fn micros(d: Duration) -> u64 {
@@ -571,10 +586,39 @@ impl Drop for OpenStream<'_> {
     }
 }
 
+/// Where a stream's body comes from.
+enum Body<'a> {
+    /// An HTTP/1.1 connection of its own, read into `buf`.
+    H1 {
+        sock: &'a mut TcpStream,
+        buf: Vec<u8>,
+    },
+    /// An HTTP/2 stream; `data` is the last DATA frame's payload.
+    H2 { body: h2::RecvStream, data: Bytes },
+}
+
+impl Body<'_> {
+    /// The next bytes of the body as they arrived, or `None` once it ended or broke off.
+    async fn next(&mut self) -> Option<&[u8]> {
+        match self {
+            Body::H1 { sock, buf } => match sock.read(buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => Some(&buf[..n]),
+            },
+            Body::H2 { body, data } => {
+                *data = body.data().await?.ok()?;
+                // The data is consumed: the peer may send as much again.
+                let _ = body.flow_control().release_capacity(data.len());
+                Some(data)
+            }
+        }
+    }
+}
+
 /// The receiving side of one open stream.
 struct Reader {
     framing: Framing,
-    parser: sse::Parser,
+    parser: testkit::sse::Parser,
     last_seq: Option<u64>,
     /// Scratch: the latencies of one read, recorded together.
     latencies: Vec<u64>,
@@ -584,70 +628,34 @@ impl Reader {
     fn new(framing: Framing) -> Self {
         Self {
             framing,
-            parser: sse::Parser::new(),
+            parser: testkit::sse::Parser::new(),
             last_seq: None,
             latencies: Vec::with_capacity(16),
         }
     }
 
-    /// Reads an HTTP/2 stream's events until `until` (success) or its end (failure).
-    async fn read_h2(
-        &mut self,
-        stats: &Stats,
-        mut body: h2::RecvStream,
-        until: Instant,
-    ) -> Result<(), Failure> {
-        let deadline = sleep_until(until);
-        tokio::pin!(deadline);
-        loop {
-            let data = tokio::select! {
-                biased;
-                _ = &mut deadline => return Ok(()),
-                data = body.data() => data,
-            };
-            match data {
-                Some(Ok(data)) => {
-                    // The data is consumed: the peer may send as much again.
-                    let _ = body.flow_control().release_capacity(data.len());
-                    if self.process(stats, &data)? == Progress::Done {
-                        return Err(Failure::ClosedEarly);
-                    }
-                }
-                Some(Err(_)) | None => return Err(Failure::ClosedEarly),
-            }
-        }
-    }
-
-    /// Reads events until `until` (success) or the stream ends (failure). `buf` holds the
-    /// response head and maybe the first body bytes.
+    /// Reads a stream's events until `until` (success) or the stream ends (failure).
     async fn read_until(
         &mut self,
         stats: &Stats,
-        sock: &mut TcpStream,
-        mut buf: Vec<u8>,
-        head_len: usize,
+        mut body: Body<'_>,
         until: Instant,
     ) -> Result<(), Failure> {
-        if self.process(stats, &buf[head_len..])? == Progress::Done {
-            return Err(Failure::ClosedEarly);
-        }
-        buf.clear();
-        buf.resize(READ_BUF, 0);
         let deadline = sleep_until(until);
         tokio::pin!(deadline);
         loop {
-            let read = tokio::select! {
+            let piece = tokio::select! {
                 biased;
                 _ = &mut deadline => return Ok(()),
-                read = sock.read(&mut buf) => read,
+                piece = body.next() => piece,
             };
-            match read {
-                Ok(0) | Err(_) => return Err(Failure::ClosedEarly),
-                Ok(n) => {
-                    if self.process(stats, &buf[..n])? == Progress::Done {
+            match piece {
+                Some(data) => {
+                    if self.process(stats, data)? == Progress::Done {
                         return Err(Failure::ClosedEarly);
                     }
                 }
+                None => return Err(Failure::ClosedEarly),
             }
         }
     }
@@ -667,7 +675,7 @@ impl Reader {
         latencies.clear();
         let (mut events, mut late, mut missing, mut duplicates, mut unparsed) = (0, 0, 0, 0, 0);
         let progress = framing
-            .decode(input, &mut |body| {
+            .decode(input, |body: &[u8]| {
                 parser.feed(body, |event| {
                     events += 1;
                     let sent = sse::field_u64(event.data, sse::KEY_SENT);

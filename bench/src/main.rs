@@ -10,13 +10,13 @@
 
 mod client;
 mod compare;
-mod http;
 mod http2;
 mod report;
 mod sse;
 mod stats;
 mod sys;
 mod upstream;
+mod url;
 
 use std::process::ExitCode;
 

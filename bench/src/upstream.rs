@@ -5,17 +5,18 @@
 //! timers start at a random phase so that thousands of streams do not fire at the same instant.
 //! `/plain` (and `/healthz`) answer a fixed 13-byte body with keep-alive, for wrk.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use testkit::http::{self, RequestHead};
+use testkit::upstream::{read_request, text_response, Request, STREAM_HEAD_NO_CACHE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::http::{self, RequestHead};
 use crate::{sse, sys};
 
 #[derive(clap::Args, Debug)]
@@ -34,16 +35,16 @@ pub struct Args {
     threads: Option<usize>,
 }
 
-const PLAIN_RESPONSE: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, world\n";
-const BAD_REQUEST: &[u8] =
-    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n";
-const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+/// The answer to `/plain`: a 13-byte body, kept alive.
+const PLAIN_BODY: &str = "Hello, world\n";
 
-/// What every stream shares.
+/// What every connection shares.
 struct Settings {
     interval: Duration,
     pad: String,
+    /// The whole `/plain` response, made once.
+    plain: Vec<u8>,
+    bad_request: Vec<u8>,
 }
 
 pub fn main(args: Args, nofile: u64) -> ExitCode {
@@ -83,6 +84,8 @@ async fn serve(args: Args, nofile: u64) -> io::Result<()> {
     let settings = Arc::new(Settings {
         interval: Duration::from_millis(args.interval_ms.max(1)),
         pad: "x".repeat(args.padding),
+        plain: text_response(200, PLAIN_BODY, false),
+        bad_request: text_response(400, "bad request\n", true),
     });
     loop {
         match listener.accept().await {
@@ -107,21 +110,17 @@ async fn connection(mut sock: TcpStream, settings: &Settings) -> io::Result<()> 
     sock.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let head = match http::read_head(&mut sock, &mut buf, http::parse_request).await {
-            Ok(Some((head, len))) => {
-                buf.drain(..len);
-                head
-            }
+        let head = match read_request(&mut sock, &mut buf).await {
+            Ok(Some(Request { head, .. })) => head,
             Ok(None) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                return sock.write_all(BAD_REQUEST).await;
+                return sock.write_all(&settings.bad_request).await;
             }
             Err(e) => return Err(e),
         };
-        skip_body(&mut sock, &mut buf, head.content_length).await?;
-        let path = head.path.split('?').next().unwrap_or("/");
+        let path = head.path();
         if path == "/plain" || path == "/healthz" {
-            sock.write_all(PLAIN_RESPONSE).await?;
+            sock.write_all(&settings.plain).await?;
             continue;
         }
         let interval = interval_override(&head).unwrap_or(settings.interval);
@@ -129,35 +128,16 @@ async fn connection(mut sock: TcpStream, settings: &Settings) -> io::Result<()> 
     }
 }
 
-/// Drops a request body of `len` bytes, part of which may already be in `buf`.
-async fn skip_body(sock: &mut TcpStream, buf: &mut Vec<u8>, len: u64) -> io::Result<()> {
-    let buffered = buf.len().min(usize::try_from(len).unwrap_or(usize::MAX));
-    buf.drain(..buffered);
-    let mut left = len - buffered as u64;
-    let mut scratch = [0u8; 4096];
-    while left > 0 {
-        let n = sock.read(&mut scratch).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        left = left.saturating_sub(n as u64);
-    }
-    Ok(())
-}
-
 /// `?interval_ms=N` in the request's query.
 fn interval_override(head: &RequestHead) -> Option<Duration> {
-    let (_, query) = head.path.split_once('?')?;
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("interval_ms="))
+    head.query("interval_ms")
         .and_then(|v| v.parse::<u64>().ok())
         .map(|ms| Duration::from_millis(ms.max(1)))
 }
 
 /// Sends events until the peer goes away.
 async fn stream(mut sock: TcpStream, interval: Duration, pad: &str) -> io::Result<()> {
-    sock.write_all(STREAM_HEAD).await?;
+    sock.write_all(STREAM_HEAD_NO_CACHE).await?;
     let (mut rd, mut wr) = sock.split();
     let phase = fastrand::u64(0..interval.as_nanos().max(1) as u64);
     let mut ticks =
@@ -180,9 +160,7 @@ async fn stream(mut sock: TcpStream, interval: Duration, pad: &str) -> io::Resul
                 event.clear();
                 sse::encode_event(&mut event, seq, sys::wall_nanos(), pad);
                 chunk.clear();
-                let _ = write!(chunk, "{:x}\r\n", event.len()); // a Vec write cannot fail
-                chunk.extend_from_slice(&event);
-                chunk.extend_from_slice(b"\r\n");
+                http::encode_chunk(&mut chunk, &event);
                 wr.write_all(&chunk).await?;
             }
         }

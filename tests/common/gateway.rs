@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::free_port;
 
@@ -69,25 +69,22 @@ impl Gateway {
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("ssegate exited early ({status}):\n{}", self.log());
+        let (addr, metrics_addr) = (self.addr, self.metrics_addr);
+        let exited = std::cell::Cell::new(None);
+        let ready = super::eventually_async(Duration::from_secs(15), || {
+            let status = self.child.try_wait().ok().flatten();
+            exited.set(status);
+            async move {
+                status.is_some()
+                    || (tokio::net::TcpStream::connect(addr).await.is_ok()
+                        && tokio::net::TcpStream::connect(metrics_addr).await.is_ok())
             }
-            let proxy = tokio::net::TcpStream::connect(self.addr).await.is_ok();
-            let metrics = tokio::net::TcpStream::connect(self.metrics_addr)
-                .await
-                .is_ok();
-            if proxy && metrics {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ssegate did not start:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        })
+        .await;
+        if let Some(status) = exited.get() {
+            panic!("ssegate exited early ({status}):\n{}", self.log());
         }
+        assert!(ready, "ssegate did not start:\n{}", self.log());
     }
 
     /// Starts a second process with `-u` on the same sockets and the config `body`: it takes the
@@ -178,40 +175,53 @@ impl Gateway {
 
     /// Waits up to `timeout` for the process to exit; `None` if it is still running.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
+        super::poll(timeout, || {
+            std::future::ready(self.child.try_wait().ok().flatten())
+        })
+        .await
+    }
+
+    /// Waits up to 10 s until the process (a `-u` one) listens on the upgrade socket, ready to
+    /// take the listening sockets over; fails the test if it does not.
+    pub async fn wait_upgrade_listening(&mut self) {
+        let path = self.dir.path().join("upgrade.sock");
+        let pid = self.pid();
+        // Stops early if the process exits (a broken config): the assertion below says so.
+        let listening = super::eventually(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+                || listening_unix_inodes(&path.to_string_lossy())
+                    .iter()
+                    .any(|inode| process_holds_socket(pid, *inode))
+        })
+        .await;
+        let listening = listening && matches!(self.child.try_wait(), Ok(None));
+        let exited = self.child.try_wait().ok().flatten();
+        assert!(
+            listening,
+            "ssegate -u (exit: {exited:?}) does not listen on {}:\n{}",
+            path.display(),
+            self.log()
+        );
     }
 
     pub async fn scrape(&self) -> String {
-        super::client::get(self.metrics_addr, "/metrics")
-            .await
-            .expect("scrape metrics")
-            .text()
-            .await
-            .expect("metrics body")
+        let scraped = match super::client::get(self.metrics_addr, "/metrics").await {
+            Ok(resp) => resp.text().await,
+            Err(e) => Err(e),
+        };
+        scraped.unwrap_or_else(|e| panic!("scrape {}: {e}\n{}", self.metrics_addr, self.log()))
     }
 
     /// Waits up to 3 s for a sample to reach `want` and fails the test if it does not. A client
     /// sees its response before ssegate's `logging` phase counts it, so counts lag a little.
     pub async fn expect_metric(&self, sample: &str, want: f64) {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let got = self.metric(sample).await;
-            if got == Some(want) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{sample} is {got:?}, expected {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let got = std::cell::Cell::new(None);
+        let reached = super::eventually_async(Duration::from_secs(3), || async {
+            got.set(self.metric(sample).await);
+            got.get() == Some(want)
+        })
+        .await;
+        assert!(reached, "{sample} is {:?}, expected {want}", got.get());
     }
 
     /// The value of one sample, e.g. `ssegate_streams_active{route="chat"}`.
@@ -243,4 +253,31 @@ pub fn check(path: &Path) -> Output {
         .arg(path)
         .output()
         .expect("run ssegate -t")
+}
+
+/// Inodes of the Unix sockets listening on `path` (from `/proc/net/unix`).
+fn listening_unix_inodes(path: &str) -> Vec<u64> {
+    // Num RefCount Protocol Flags Type St Inode Path; flag __SO_ACCEPTCON (0x10000): listening.
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = u32::from_str_radix(fields.get(3)?, 16).ok()?;
+            let listening = flags & 0x10000 != 0;
+            (listening && fields.get(7) == Some(&path)).then(|| fields.get(6)?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Whether process `pid` has the socket with `inode` open.
+fn process_holds_socket(pid: u32, inode: u64) -> bool {
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == want))
+        })
+        .unwrap_or(false)
 }

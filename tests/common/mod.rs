@@ -1,5 +1,5 @@
 //! Shared test harness: the real `ssegate` binary, a scriptable upstream and a raw HTTP client,
-//! all on 127.0.0.1.
+//! all on 127.0.0.1. The wire formats and the poller come from the workspace's test kit.
 #![allow(dead_code)]
 
 pub mod client;
@@ -8,15 +8,44 @@ pub mod raw;
 pub mod upstream;
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// A port that was free a moment ago.
+pub use testkit::http::find_header;
+pub use testkit::{eventually, eventually_async, poll};
+
+/// A port that was free a moment ago, for a process the test starts to bind.
+///
+/// It lies below the kernel's ephemeral range, so that no `bind(0)` (the tests' own upstreams)
+/// and no outgoing connection can take it between this check and the process's bind: a port
+/// from that range could be handed to another test's upstream meanwhile, and the test would
+/// talk to that upstream instead. Ports go round the range from a place that depends on the
+/// process, so that the test binaries (and other users of the machine) rarely meet.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port on 127.0.0.1")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = (10_000, ephemeral_start());
+    let span = high.saturating_sub(low).max(1);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(low + offset) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {low} and {high}");
+}
+
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`).
+fn ephemeral_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .filter(|&start| start > 10_000 + 1_000)
+        .unwrap_or(32_768)
 }
 
 /// An address with nothing listening on it.
@@ -33,43 +62,4 @@ pub fn epoch() -> Instant {
 
 pub fn micros_since_epoch() -> u64 {
     epoch().elapsed().as_micros() as u64
-}
-
-/// The header lines of an HTTP head, as lower-cased names and trimmed values, in order.
-pub fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
-    lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect()
-}
-
-/// The status and headers of a response head (without its final blank line).
-pub fn parse_response_head(head: &str) -> (u16, Vec<(String, String)>) {
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, parse_headers(lines))
-}
-
-/// The first value of header `name` (lower-case).
-pub fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// Polls `check` until it is true or `timeout` passes; returns whether it became true.
-pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
 }

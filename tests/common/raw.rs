@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use testkit::http::{self, Framing};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -92,58 +93,30 @@ pub async fn send(addr: SocketAddr, request: &[u8], quiet: Duration) -> Reply {
 }
 
 /// Splits `raw` into complete responses (`Content-Length`, chunked, or until the end of the
-/// bytes). A truncated last response is left out.
+/// bytes). A truncated last response, or anything after bytes that are no response, is left out.
 pub fn parse_responses(mut raw: &[u8]) -> Vec<RawResponse> {
     let mut out = Vec::new();
-    while let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-        let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
-        let (status, headers) = super::parse_response_head(&head);
-        let rest = &raw[head_end + 4..];
-        let chunked = super::find_header(&headers, "transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        let length = super::find_header(&headers, "content-length").and_then(|v| v.parse().ok());
-        let (body, used) = if chunked {
-            match decode_chunked(rest) {
-                Some(decoded) => decoded,
-                None => break,
+    while let Ok(Some((head, head_len))) = http::parse_response(raw) {
+        let rest = &raw[head_len..];
+        let (body, used) = match head.framing {
+            Framing::Chunked(_) => match http::decode_chunked(rest) {
+                Ok(Some(decoded)) => decoded,
+                _ => break,
+            },
+            Framing::Length(len) => {
+                let Some(body) = usize::try_from(len).ok().and_then(|len| rest.get(..len)) else {
+                    break;
+                };
+                (body.to_vec(), body.len())
             }
-        } else if let Some(len) = length {
-            if rest.len() < len {
-                break;
-            }
-            (rest[..len].to_vec(), len)
-        } else {
-            (rest.to_vec(), rest.len())
+            Framing::Close => (rest.to_vec(), rest.len()),
         };
         out.push(RawResponse {
-            status,
-            headers,
+            status: head.status,
+            headers: head.headers,
             body,
         });
         raw = &rest[used..];
     }
     out
-}
-
-/// The decoded body and the bytes it took, or `None` if the body is incomplete.
-fn decode_chunked(mut raw: &[u8]) -> Option<(Vec<u8>, usize)> {
-    let total = raw.len();
-    let mut body = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = String::from_utf8_lossy(&raw[..line_end]).to_string();
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            // No trailers from the servers under test: just the final CRLF.
-            let end = raw.windows(2).position(|w| w == b"\r\n")?;
-            raw = &raw[end + 2..];
-            return Some((body, total - raw.len()));
-        }
-        if raw.len() < size + 2 {
-            return None;
-        }
-        body.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
 }

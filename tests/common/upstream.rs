@@ -1,10 +1,15 @@
-//! A scriptable HTTP/1.1 upstream on 127.0.0.1 that records what it receives.
+//! A scriptable HTTP/1.1 upstream on 127.0.0.1 that records what it receives. What it says and
+//! hears on the wire is the kit's SSE upstream; this adds the behaviours the tests script.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::http::{self, Headers};
+use testkit::upstream::{
+    self as wire, end_stream, hold_until_closed, send_chunk, wait_unless_closed, STREAM_HEAD,
+};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// What the upstream does with each request.
@@ -66,13 +71,13 @@ pub struct Recorded {
     /// The request line's protocol, e.g. `HTTP/1.1`.
     pub version: String,
     /// Header names lower-cased, in order.
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     pub body: Vec<u8>,
 }
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        super::find_header(&self.headers, name)
+        http::find_header(&self.headers, name)
     }
 }
 
@@ -170,7 +175,16 @@ impl Upstream {
         let mut buf = Vec::new();
         let mut served = 0;
         // Keep-alive: serve requests until the peer closes or a stream ends the connection.
-        while let Some(req) = read_request(&mut socket, &mut buf).await {
+        while let Ok(Some(wire::Request { head, body })) =
+            wire::read_request(&mut socket, &mut buf).await
+        {
+            let req = Recorded {
+                method: head.method,
+                target: head.target,
+                version: head.version,
+                headers: head.headers,
+                body,
+            };
             served += 1;
             if served > 1 && matches!(behavior, Behavior::TextOncePerConnection(_)) {
                 break;
@@ -194,114 +208,18 @@ impl Upstream {
     }
 }
 
-/// Reads one request (head and `Content-Length` or chunked body). `None` when the peer closed.
-async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        read_more(socket, buf).await?;
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    buf.drain(..head_end);
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_string();
-    let target = first.next()?.to_string();
-    let version = first.next()?.to_string();
-    let headers = super::parse_headers(lines);
-    let header = |name: &str| super::find_header(&headers, name).map(str::to_string);
-    let body = if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        while buf.len() < len {
-            read_more(socket, buf).await?;
-        }
-        buf.drain(..len).collect()
-    } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        read_chunked(socket, buf).await?
-    } else {
-        Vec::new()
-    };
-    Some(Recorded {
-        method,
-        target,
-        version,
-        headers,
-        body,
-    })
-}
-
-async fn read_more(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
-    let mut chunk = [0u8; 8192];
-    match socket.read(&mut chunk).await {
-        Ok(0) | Err(_) => None,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Some(())
-        }
-    }
-}
-
-async fn read_chunked(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = loop {
-            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                break i;
-            }
-            read_more(socket, buf).await?;
-        };
-        let size_text = String::from_utf8_lossy(&buf[..line_end]).to_string();
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        buf.drain(..line_end + 2);
-        while buf.len() < size + 2 {
-            read_more(socket, buf).await?;
-        }
-        body.extend(buf.drain(..size));
-        buf.drain(..2);
-        if size == 0 {
-            return Some(body);
-        }
-    }
-}
-
-async fn write_stream_head(socket: &mut TcpStream) -> std::io::Result<()> {
-    socket
-        .write_all(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
-        )
-        .await
-}
-
 /// Ends a chunked body, or holds the stream open until the peer goes away.
 async fn finish_stream(socket: &mut TcpStream, end: bool) -> std::io::Result<()> {
     if end {
-        return socket.write_all(b"0\r\n\r\n").await;
+        return end_stream(socket).await;
     }
-    let mut sink = [0u8; 1024];
-    while socket.read(&mut sink).await? > 0 {}
-    Err(std::io::ErrorKind::ConnectionAborted.into())
-}
-
-/// Sleeps for `interval`, but returns an error as soon as the peer closes the connection.
-async fn wait_unless_closed(socket: &mut TcpStream, interval: Duration) -> std::io::Result<()> {
-    let mut sink = [0u8; 1024];
-    tokio::select! {
-        _ = tokio::time::sleep(interval) => Ok(()),
-        read = socket.read(&mut sink) => match read {
-            Ok(0) | Err(_) => Err(std::io::ErrorKind::ConnectionAborted.into()),
-            // A stream's request has no more body; anything else is ignored.
-            Ok(_) => Ok(()),
-        },
-    }
+    Err(hold_until_closed(socket).await)
 }
 
 async fn respond_text(socket: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    socket.write_all(head.as_bytes()).await?;
-    socket.write_all(body.as_bytes()).await
+    socket
+        .write_all(&wire::text_response(status, body, false))
+        .await
 }
 
 /// Fixed width, so a `Content-Length` for several events is known before they are made.
@@ -336,25 +254,21 @@ impl Upstream {
                 }
             }
             Behavior::Flood { event_size } => {
-                write_stream_head(socket).await?;
+                socket.write_all(STREAM_HEAD).await?;
                 let data = "x".repeat(event_size.saturating_sub(8));
-                let e = format!("data: {data}\n\n");
-                let chunk = format!("{:x}\r\n{e}\r\n", e.len());
+                let chunk = http::chunk(format!("data: {data}\n\n"));
                 while self.state.lock().unwrap().floods_paused {
                     wait_unless_closed(socket, Duration::from_millis(10)).await?;
                 }
                 loop {
-                    socket.write_all(chunk.as_bytes()).await?;
+                    socket.write_all(&chunk).await?;
                     self.state.lock().unwrap().sent_bytes += chunk.len() as u64;
                 }
             }
             Behavior::Resumable { interval } => {
-                write_stream_head(socket).await?;
+                socket.write_all(STREAM_HEAD).await?;
                 for n in last_event_id.unwrap_or(0) + 1.. {
-                    let e = event(n);
-                    socket
-                        .write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
-                        .await?;
+                    send_chunk(socket, event(n)).await?;
                     wait_unless_closed(socket, *interval).await?;
                 }
                 Ok(())
@@ -362,36 +276,27 @@ impl Upstream {
             Behavior::Text(body) | Behavior::TextOncePerConnection(body) => {
                 respond_text(socket, 200, body).await
             }
-            Behavior::Silent => {
-                // Hold the connection without answering until the peer closes it.
-                let mut sink = [0u8; 1024];
-                while socket.read(&mut sink).await? > 0 {}
-                Err(std::io::ErrorKind::ConnectionAborted.into())
-            }
+            // Hold the connection without answering until the peer closes it.
+            Behavior::Silent => Err(hold_until_closed(socket).await),
             Behavior::Sse {
                 interval,
                 count,
                 end,
             } => {
-                write_stream_head(socket).await?;
+                socket.write_all(STREAM_HEAD).await?;
                 let mut n = 1;
                 while count.is_none_or(|c| n <= c) {
-                    let e = event(n);
-                    socket
-                        .write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
-                        .await?;
+                    send_chunk(socket, event(n)).await?;
                     n += 1;
                     wait_unless_closed(socket, *interval).await?;
                 }
                 finish_stream(socket, *end).await
             }
             Behavior::Script { pieces, end } => {
-                write_stream_head(socket).await?;
+                socket.write_all(STREAM_HEAD).await?;
                 for (delay, piece) in pieces {
                     wait_unless_closed(socket, *delay).await?;
-                    socket
-                        .write_all(format!("{:x}\r\n{piece}\r\n", piece.len()).as_bytes())
-                        .await?;
+                    send_chunk(socket, piece).await?;
                 }
                 finish_stream(socket, *end).await
             }
@@ -408,6 +313,7 @@ impl Upstream {
                 .await?;
                 for n in 1..=*count {
                     socket.write_all(event(n).as_bytes()).await?;
+                    // The pace of the events is the behaviour itself, not a wait.
                     tokio::time::sleep(*interval).await;
                 }
                 Ok(())
