@@ -64,7 +64,8 @@ async fn event_source(addr: SocketAddr, stop: Arc<AtomicBool>, seen: Arc<Mutex<S
             )
             .await;
         match connection.status {
-            // Not connected (the listener is being handed over): try again shortly.
+            // Not connected (the listener is being handed over): try again shortly, at the pace
+            // of an EventSource after a network error; not a wait for state.
             0 => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
