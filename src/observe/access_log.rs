@@ -42,8 +42,9 @@ pub(crate) struct Entry<'a> {
     pub(crate) method: &'a str,
     pub(crate) path: &'a str,
     pub(crate) route: &'a str,
-    /// 0 when no response could be sent.
-    pub(crate) status: u16,
+    /// `None` when no response could be sent (the client went away); the line says `status=0`
+    /// then, as Pingora's own logs do.
+    pub(crate) status: Option<u16>,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) duration: Duration,
     pub(crate) bytes: usize,
@@ -65,7 +66,7 @@ pub(crate) fn write(e: &Entry<'_>) {
         e.method,
         e.path,
         e.route,
-        e.status,
+        e.status.unwrap_or(0),
         e.peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
         e.duration.as_secs_f64() * 1000.0,
         e.bytes,

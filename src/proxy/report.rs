@@ -67,7 +67,7 @@ impl Report<'_> {
                 method: line.method,
                 path: line.path,
                 route: self.metrics.name(),
-                status: self.status.unwrap_or(0),
+                status: self.status,
                 peer: self.peer,
                 duration: self.arrived.elapsed(),
                 bytes: self.bytes,
