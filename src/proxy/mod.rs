@@ -186,17 +186,13 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(addr) = ctx.served.peer {
-            ctx.served.tried.push(addr);
-        }
-        if let Some(route) = ctx.route() {
-            log::warn!(
-                "upstream {}: connecting to {} failed: {e}",
-                route.upstream.config.name,
-                ctx.served.peer.map_or_else(String::new, |a| a.to_string())
-            );
-            // Pingora calls `upstream_peer` again, which skips the peers tried.
-            e.set_retry(route.upstream.can_fail_over(&ctx.served.tried));
+        let routes = ctx.routes.clone();
+        if let (Some(route), Some(addr)) = (ctx.route.map(|i| routes.route(i)), ctx.served.peer) {
+            // On retry Pingora calls `upstream_peer` again, which skips the peers tried.
+            let retry = route
+                .upstream
+                .connect_failed(&mut ctx.served.tried, addr, &e);
+            e.set_retry(retry);
         }
         e
     }

@@ -4,8 +4,8 @@
 //!
 //! # Failover
 //! A request tries a healthy peer it has not tried yet ([`UpstreamPool::select`] with the
-//! request's [`Tried`] list); when connecting fails, the peer joins the list and the request
-//! tries again while [`UpstreamPool::can_fail_over`] says a healthy untried peer is left. Both
+//! request's [`Tried`] list); when connecting fails, [`UpstreamPool::connect_failed`] logs it,
+//! adds the peer to the list and says whether a healthy untried peer is left to try. Both
 //! ways a request reaches an upstream follow it: Pingora's proxy loop through `upstream_peer`
 //! and `fail_to_connect`, and the relay's own connector.
 
@@ -105,9 +105,25 @@ impl UpstreamPool {
         backend.addr.as_inet().copied()
     }
 
+    /// Records that connecting to `addr` failed with `error`: logs it and adds the peer to the
+    /// request's `tried`. Returns whether the request may go on to another peer.
+    pub(crate) fn connect_failed(
+        &self,
+        tried: &mut Tried,
+        addr: SocketAddr,
+        error: &dyn std::fmt::Display,
+    ) -> bool {
+        log::warn!(
+            "upstream {}: connecting to {addr} failed: {error}",
+            self.config.name
+        );
+        tried.push(addr);
+        self.can_fail_over(tried)
+    }
+
     /// Whether a request that failed to connect to every peer in `tried` has a healthy peer left
     /// to try. Asks the peers' health without moving the balancer on.
-    pub(crate) fn can_fail_over(&self, tried: &[SocketAddr]) -> bool {
+    fn can_fail_over(&self, tried: &[SocketAddr]) -> bool {
         let untried_healthy = |backends: &pingora_load_balancing::Backends| {
             backends
                 .get_backend()

@@ -112,12 +112,7 @@ impl Connector {
                     })
                 }
                 Err(e) => {
-                    log::warn!(
-                        "upstream {}: connecting to {addr} failed: {e}",
-                        pool.config.name
-                    );
-                    tried.push(addr);
-                    if !pool.can_fail_over(tried) {
+                    if !pool.connect_failed(tried, addr, &e) {
                         return Err(e.into_up());
                     }
                 }
