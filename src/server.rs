@@ -50,6 +50,13 @@ pub fn run() -> ExitCode {
         println!("{}", config.summary());
         return ExitCode::SUCCESS;
     }
+    // An upgrade takes its listening sockets from the running process, which holds them.
+    if !cli.upgrade {
+        if let Err(message) = addresses_free(&config) {
+            eprintln!("ssegate: {message}");
+            return ExitCode::FAILURE;
+        }
+    }
     match build_server(&cli, config) {
         Ok((server, reloader)) => {
             server.run(RunArgs {
@@ -63,6 +70,29 @@ pub fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Checks that every address ssegate listens on can be bound, by binding each one and letting it
+/// go. Pingora would otherwise retry a busy address once a second for half a minute, with a
+/// warning each time, before it gives up; a second `ssegate` started by mistake should say what
+/// is wrong at once. (Rust's listener sets `SO_REUSEADDR`, as Pingora's does, so a port with
+/// connections left in `TIME_WAIT` passes here as it would there.)
+fn addresses_free(config: &Config) -> Result<(), String> {
+    let addresses = config
+        .listeners
+        .iter()
+        .map(|l| l.address)
+        .chain([config.metrics_address]);
+    for address in addresses {
+        if let Err(e) = std::net::TcpListener::bind(address) {
+            let reason = match e.kind() {
+                std::io::ErrorKind::AddrInUse => "address in use".to_string(),
+                _ => e.to_string(),
+            };
+            return Err(format!("cannot listen on {address}: {reason}"));
+        }
+    }
+    Ok(())
 }
 
 /// Client connections read straight into Pingora's request buffer. Pingora's default is a

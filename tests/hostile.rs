@@ -416,7 +416,7 @@ async fn a_host_that_matches_no_route_is_a_404() {
 /// prefix route `/public` and an upstream that normalises the path serves `/admin`, outside the
 /// route. ssegate refuses them rather than routing them (a normalised path would still reach
 /// upstreams that read the raw path differently). Covered: plain, percent-encoded in either
-/// case and half-encoded, in absolute-form, on the relay path, and the spellings lenient
+/// case and half-encoded, encoded twice (`%252e`), in absolute-form, on the relay path, and the spellings lenient
 /// servers also resolve: `..;` (Tomcat, Spring), `..%2f`, `..%5c`, `..\`. Expected: 400 and
 /// nothing forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,6 +441,8 @@ async fn dot_segments_cannot_escape_a_prefix_route() {
         "/public/%2e%2e%2Fadmin",
         "/public/..%5cadmin",
         "/public/..\\admin",
+        "/public/%252e%252e/admin",
+        "/public/%252E%252e%252fadmin",
     ] {
         let reply = s.send(head(target).as_bytes()).await;
         assert_eq!(reply.statuses(), [400], "{target}:\n{}", reply.text());

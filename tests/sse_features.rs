@@ -257,6 +257,44 @@ async fn drain_waits_for_the_event_in_flight_to_complete() {
     gw.wait_exit(Duration::from_secs(8)).await;
 }
 
+/// A `text/event-stream` response on a route not marked `sse` goes through Pingora's proxy
+/// loop, not the relay; at the drain deadline it still ends after a complete event with a
+/// `retry:` block, rather than being cut when the process stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_ends_an_unmarked_event_stream_after_an_event_with_retry() {
+    let upstream = Upstream::start(Behavior::endless(ms(100))).await;
+    let mut gw = Gateway::start_with(QUICK_SHUTDOWN, &route(&upstream, "false")).await;
+    let mut resp = client::get(gw.addr, "/").await.unwrap();
+    assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+    resp.next_event().await.unwrap().expect("a first event");
+    gw.signal("TERM");
+    let mut body = String::new();
+    // Until the connection ends: Pingora's loop closes it mid-body, after the retry block.
+    while let Ok(Some(chunk)) = resp.next_chunk().await {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let retry_at = body
+        .find("retry: ")
+        .unwrap_or_else(|| panic!("no retry block before the stream ended: {body:?}"));
+    let (events, retry) = body.split_at(retry_at);
+    assert!(
+        events.ends_with("\n\n") && events.contains("data: "),
+        "the retry did not follow a complete event: {body:?}"
+    );
+    let delay: u64 = retry
+        .strip_prefix("retry: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("nothing may follow the retry block: {retry:?}"));
+    assert!((1000..=3000).contains(&delay), "retry {delay}");
+    gw.wait_exit(Duration::from_secs(8)).await;
+    let log = gw.access_log().join("\n");
+    assert!(
+        log.contains("route=events") && log.contains("close=drain"),
+        "{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_the_upstream_closed_is_retried_not_failed() {
     let upstream = Upstream::start(Behavior::TextOncePerConnection("fine".into())).await;

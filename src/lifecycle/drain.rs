@@ -43,6 +43,12 @@ impl DrainSignal {
         self.0.deadline.get().copied()
     }
 
+    /// Whether the drain deadline has passed.
+    pub(crate) fn passed(&self) -> bool {
+        self.deadline_now()
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
     /// Waits until draining begins and returns the deadline for open streams.
     pub(crate) async fn deadline(&self) -> Instant {
         let begun = self.0.begun.notified();

@@ -9,8 +9,8 @@
 
 use once_cell::sync::Lazy;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, Histogram,
-    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 /// The label value for requests that matched no route.
@@ -104,6 +104,7 @@ struct Families {
     build_info: IntGaugeVec,
     config_info: IntGaugeVec,
     config_reloads: IntCounterVec,
+    request_head_timeouts: IntCounter,
 }
 
 /// Registration can only fail on a duplicate name, which is a bug in this file, not bad input.
@@ -208,6 +209,11 @@ static FAMILIES: Lazy<Families> = Lazy::new(|| {
             "ssegate_config_reloads_total",
             "In-place reloads (SIGHUP), by result: ok or invalid.",
             &["result"]
+        )
+        .expect(BUG),
+        request_head_timeouts: register_int_counter!(
+            "ssegate_request_head_timeouts_total",
+            "Client connections closed because a request head was not complete in time."
         )
         .expect(BUG),
     }
@@ -325,4 +331,9 @@ pub(crate) fn config_reloaded(ok: bool) {
         .config_reloads
         .with_label_values(&[if ok { "ok" } else { "invalid" }])
         .inc();
+}
+
+/// Counts a request head dropped at its deadline (see `proxy::request_head`).
+pub(crate) fn request_head_timed_out() {
+    FAMILIES.request_head_timeouts.inc();
 }

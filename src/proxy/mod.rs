@@ -12,14 +12,16 @@
 //! - [`headers`]: hop-by-hop and forwarding headers;
 //! - [`client_limits`]: per-connection limits on clients;
 //! - [`report`]: what a finished request records;
-//! - [`service`]: Pingora's HTTP app around [`Proxy`], which takes back client connections the
-//!   relay is done with.
+//! - [`request_head`]: the deadline for a request head, and heads Pingora refuses itself;
+//! - [`service`]: Pingora's HTTP app around [`Proxy`], with ssegate's loop for HTTP/1.1
+//!   connections, which also takes back client connections the relay is done with.
 
 mod client_limits;
 mod failure;
 mod headers;
 pub mod relay;
 mod report;
+mod request_head;
 mod responses;
 mod service;
 
@@ -37,7 +39,8 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::lifecycle::drain::DrainSignal;
+use crate::lifecycle::drain::{self, DrainSignal};
+use crate::observe::metrics::CloseReason;
 use crate::observe::metrics::RouteMetrics;
 use crate::routing::{self, RouteEntry, RouteTable, StreamSlot};
 use crate::sse::stream::{self, StreamMeter};
@@ -52,6 +55,8 @@ pub(crate) struct Proxy {
     routes: Arc<ArcSwap<RouteTable>>,
     /// Serves marked routes.
     relay: Relay,
+    /// Ends streams on unmarked routes at the drain deadline.
+    drain: DrainSignal,
 }
 
 impl Proxy {
@@ -64,7 +69,8 @@ impl Proxy {
     ) -> Self {
         Proxy {
             routes,
-            relay: Relay::new(conf, drain, connections),
+            relay: Relay::new(conf, drain.clone(), connections),
+            drain,
         }
     }
 }
@@ -80,6 +86,9 @@ pub(crate) struct RequestCtx {
     served: Served,
     /// The relay took the client connection and reports the request itself.
     handed_over: bool,
+    /// A stream on an unmarked route was sent its `retry:` at the drain deadline; it ends
+    /// before its next chunk.
+    drained: bool,
 }
 
 impl RequestCtx {
@@ -108,7 +117,17 @@ impl ProxyHttp for Proxy {
             slot: None,
             served: Served::default(),
             handed_over: false,
+            drained: false,
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        request_head::seen(&session.downstream_session);
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -238,18 +257,30 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let (Some(stream), Some(chunk)) = (ctx.served.stream.as_mut(), body.as_ref()) {
+        let Some(stream) = ctx.served.stream.as_mut() else {
+            return Ok(None);
+        };
+        if ctx.drained {
+            return Err(Error::explain(ErrorType::InternalError, DRAINED));
+        }
+        if let Some(chunk) = body.as_ref() {
             stream.chunk_sent(chunk);
+        }
+        if !end_of_stream && self.drain.passed() && stream.at_boundary() {
+            end_at_drain(stream, body);
+            ctx.drained = true;
         }
         Ok(None)
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
-        // A client leaving an open stream is how streams usually end; the access log says so.
-        failure::classify(e).status.is_none() && *e.esource() == ErrorSource::Downstream
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        // A client leaving an open stream is how streams usually end, and a drain ends the
+        // others; the access log says so.
+        ctx.drained
+            || (failure::classify(e).status.is_none() && *e.esource() == ErrorSource::Downstream)
     }
 
     async fn fail_to_proxy(
@@ -304,6 +335,25 @@ impl ProxyHttp for Proxy {
         ctx.served.stream = None;
         ctx.slot = None;
     }
+}
+
+/// Why a stream on an unmarked route ended after its `retry:` (in its access-log line).
+const DRAINED: &str = "stream ended at the drain deadline";
+
+/// Ends a stream on an unmarked route at the drain deadline, at an event boundary: `body` (the
+/// chunk about to be written, which completes an event) gets the `retry:` block that tells the
+/// client when to reconnect. Pingora's proxy loop has no way to end a response early, so the
+/// request is ended with an error before the stream's next chunk, which closes the connection;
+/// the client has every complete event and its `retry:` by then. A stream that sends nothing
+/// after the deadline, or nothing that ends an event, is cut when the process stops. Marked
+/// routes get the full drain from the relay (quiet streams too).
+fn end_at_drain(stream: &mut StreamMeter, body: &mut Option<Bytes>) {
+    let retry = drain::retry_block();
+    let mut out = Vec::with_capacity(body.as_ref().map_or(0, Bytes::len) + retry.len());
+    out.extend_from_slice(body.as_deref().unwrap_or_default());
+    out.extend_from_slice(retry.as_bytes());
+    *body = Some(Bytes::from(out));
+    stream.set_close_reason(CloseReason::Drain);
 }
 
 /// The balancing key of a request: the client's IP address for `consistent_hash`, nothing for

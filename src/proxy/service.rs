@@ -1,29 +1,47 @@
-//! The proxy service: Pingora's HTTP proxy app for [`Proxy`], wrapped so that a client
-//! connection the relay took over for a stream can come back to it for its next requests.
+//! The proxy service: Pingora's HTTP proxy app for [`Proxy`], with ssegate's own loop for
+//! HTTP/1.1 client connections.
 //!
 //! Pingora's own `http_proxy_service` keeps its app out of reach inside the service, so this
-//! builds the app itself, keeps an `Arc` of it, and gives the relay's [`ConnectionReturn`] a way
-//! to serve a connection on it again, exactly as Pingora's listener serves a kept-alive
-//! connection.
+//! builds the app itself and serves each HTTP/1.1 connection in [`serve_http1`]: the loop
+//! Pingora's listener runs (one request after another while the client keeps the connection
+//! alive), with two additions:
+//! - each request head is read under a total deadline, and a head Pingora refuses is counted
+//!   and logged ([`super::request_head`]);
+//! - a connection the relay took over for a stream comes back to the same loop for its next
+//!   requests ([`ConnectionReturn`]).
+//!
+//! HTTP/2 connections go to Pingora's app as they are.
 
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
 
+use super::client_limits::KEEPALIVE_TIMEOUT_SECS;
 use super::relay::ConnectionReturn;
+use super::request_head::{self, HeadStart, WatchedStream};
 use super::Proxy;
+use crate::routing::RouteTable;
 
 /// Pingora's HTTP proxy app for [`Proxy`], reachable by the relay.
 pub(crate) struct ProxyApp {
-    proxy: Arc<HttpProxy<Proxy>>,
+    http: Arc<Http1>,
     connections: Arc<ConnectionReturn>,
+}
+
+/// What the HTTP/1.1 loop serves connections with.
+struct Http1 {
+    proxy: Arc<HttpProxy<Proxy>>,
+    /// For the `unmatched` metrics of refused request heads.
+    routes: Arc<ArcSwap<RouteTable>>,
 }
 
 /// Builds the proxy service; `connections` is the one the [`Proxy`]'s relay holds.
@@ -33,28 +51,42 @@ pub(crate) fn proxy_service(
     connections: Arc<ConnectionReturn>,
     name: &str,
 ) -> Service<ProxyApp> {
+    let routes = proxy.routes.clone();
     let app = ProxyApp {
-        proxy: Arc::new(pingora_proxy::http_proxy(conf, proxy)),
+        http: Arc::new(Http1 {
+            proxy: Arc::new(pingora_proxy::http_proxy(conf, proxy)),
+            routes,
+        }),
         connections,
     };
     Service::new(name.to_string(), app)
 }
 
-/// Serves a client connection on `app` from its next request until the client is done with it,
-/// as Pingora's own HTTP/1.1 loop does.
-async fn serve_connection(
-    app: Weak<HttpProxy<Proxy>>,
+/// Serves an HTTP/1.1 client connection from its next request until the client is done with
+/// it. `start` is where the first request's head deadline counts from.
+async fn serve_http1(
+    http: &Http1,
     mut session: ServerSession,
-    shutdown: ShutdownWatch,
+    shutdown: &ShutdownWatch,
+    mut start: HeadStart,
 ) {
-    let Some(app) = app.upgrade() else {
-        return;
-    };
     loop {
         if *shutdown.borrow() {
+            // Stop the client from reusing the connection: this service is shutting down.
             session.set_keepalive(None);
         }
-        let Some(reused) = app.process_new_http(session, &shutdown).await else {
+        let watch = request_head::watch_of(&session).cloned();
+        let handle = http.proxy.process_new_http(session, shutdown);
+        let reused = match watch {
+            Some(watch) => {
+                let unmatched = || http.routes.load().unmatched.clone();
+                request_head::serve_request(watch, start, unmatched, handle).await
+            }
+            // Only sessions made in `ProxyApp::process_new` are watched; any other is served
+            // as Pingora serves it.
+            None => handle.await,
+        };
+        let Some(reused) = reused else {
             return;
         };
         let (stream, settings) = reused.consume();
@@ -62,6 +94,7 @@ async fn serve_connection(
         if let Some(settings) = settings {
             settings.apply_to_session(&mut session);
         }
+        start = HeadStart::FirstByte;
     }
 }
 
@@ -75,16 +108,40 @@ impl ServerApp for ProxyApp {
         // Every connection of the service gets the same shutdown watch; the first one lends it
         // to the way back.
         if !self.connections.is_set() {
-            let app = Arc::downgrade(&self.proxy);
+            let http = Arc::downgrade(&self.http);
             let shutdown = shutdown.clone();
             self.connections.set(move |session| {
-                Box::pin(serve_connection(app.clone(), session, shutdown.clone()))
+                Box::pin(serve_returned(http.clone(), session, shutdown.clone()))
             });
         }
-        ServerApp::process_new(&self.proxy, stream, shutdown).await
+        // HTTP/2 (by ALPN on TLS; ssegate does not offer cleartext HTTP/2) is Pingora's.
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.http.proxy, stream, shutdown).await;
+        }
+        let accepted = Instant::now();
+        let mut session = ServerSession::new_http1(WatchedStream::wrap(stream));
+        // As Pingora's own loop starts a connection.
+        let keepalive = (!*shutdown.borrow()).then_some(KEEPALIVE_TIMEOUT_SECS);
+        session.set_keepalive(keepalive);
+        let reuses = self
+            .http
+            .proxy
+            .server_options
+            .as_ref()
+            .and_then(|o| o.keepalive_request_limit);
+        session.set_keepalive_reuses_remaining(reuses);
+        serve_http1(&self.http, session, shutdown, HeadStart::Accepted(accepted)).await;
+        None
     }
 
     async fn cleanup(&self) {
-        ServerApp::cleanup(&*self.proxy).await;
+        ServerApp::cleanup(&*self.http.proxy).await;
+    }
+}
+
+/// Serves a connection the relay gives back after a stream, as a kept-alive connection.
+async fn serve_returned(http: Weak<Http1>, session: ServerSession, shutdown: ShutdownWatch) {
+    if let Some(http) = http.upgrade() {
+        serve_http1(&http, session, &shutdown, HeadStart::FirstByte).await;
     }
 }

@@ -51,6 +51,13 @@ impl Router {
 /// resolve a segment ssegate did not see: at a backslash (Windows servers, some frameworks) and
 /// at an encoded slash or backslash (`%2f`, `%5c`: servers that decode before they normalise),
 /// and a segment's `;parameters` are ignored (Tomcat and Spring read `..;` as `..`).
+///
+/// Encoded percent signs are decoded first, as often as they nest: `%252e%252e` is `..` to an
+/// upstream that decodes twice (a gateway or framework in front of the application that
+/// decodes once more, or a server with the old double-decode flaw). An upstream that decodes
+/// once sees the harmless segment `%2e%2e`, so forwarding would be safe there; ssegate cannot
+/// know which kind it fronts, and no client has a reason to send an encoded dot twice encoded,
+/// so it refuses them, as it refuses the other lenient spellings.
 pub(crate) fn has_dot_segments(path: &str) -> bool {
     let path = path.split(['?', '#']).next().unwrap_or(path);
     // A dot segment needs a `.` or an encoded one (`%2e`); most paths have neither, and skip the
@@ -58,8 +65,12 @@ pub(crate) fn has_dot_segments(path: &str) -> bool {
     if memchr::memchr2(b'.', b'%', path.as_bytes()).is_none() {
         return false;
     }
+    let mut path = path.to_ascii_lowercase();
+    // Each pass shortens the path, so this ends.
+    while path.contains("%25") {
+        path = path.replace("%25", "%");
+    }
     let path = path
-        .to_ascii_lowercase()
         .replace("%2f", "/")
         .replace("%5c", "/")
         .replace('\\', "/");
@@ -362,6 +373,11 @@ mod tests {
             "/a/..%5cb",
             "/a/..\\b",
             "/a\\..\\b",
+            // Encoded percent signs, once or more: `..` to an upstream that decodes twice.
+            "/a/%252e%252e/b",
+            "/a/%252E./b",
+            "/a/%25252e%25252e/b",
+            "/a/..%252fb",
         ] {
             assert!(has_dot_segments(path), "{path}");
         }
@@ -376,6 +392,8 @@ mod tests {
             "/a;v=1/b",
             "/a\\b",
             "/a..;/b",
+            "/100%25/x",
+            "/a/%252e%252ex/b",
         ] {
             assert!(!has_dot_segments(path), "{path}");
         }
