@@ -1,9 +1,19 @@
-//! In-place reload on SIGHUP: new routes answer at once, open streams carry on untouched, and a
-//! broken config changes nothing.
+//! In-place reload on SIGHUP: new routes answer at once, open streams carry on untouched, a
+//! broken config changes nothing, a reload that hangs does not hold up a shutdown, and the
+//! metric series of a removed route go once nothing uses them.
+//!
+//! A reload is made to hang by turning the config file into a FIFO: reading it blocks until the
+//! test writes the config into it, and the test can tell that a reload is reading it (opening
+//! the FIFO for writing without blocking succeeds only while a reader has it open).
 
 mod common;
 
-use std::time::Duration;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::client::{self, Response};
 use common::gateway::Gateway;
@@ -130,4 +140,290 @@ async fn config_sha(gw: &Gateway) -> String {
         .and_then(|rest| rest.split('"').next())
         .expect("ssegate_config_info")
         .to_string()
+}
+
+const QUICK_SHUTDOWN: &str = "  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n";
+
+/// Replaces the config file with an empty FIFO, so the next reload blocks reading it.
+fn make_fifo(path: &Path) {
+    std::fs::remove_file(path).expect("remove config");
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
+    // SAFETY: mkfifo reads the NUL-terminated path and nothing else.
+    let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+    assert_eq!(made, 0, "mkfifo: {}", std::io::Error::last_os_error());
+}
+
+/// Waits until a reload has the FIFO open for reading; the returned write end keeps it waiting
+/// for content until the test writes the config and drops it.
+async fn reload_reading(gw: &Gateway) -> File {
+    let path = gw.config_path().to_path_buf();
+    common::poll(Duration::from_secs(10), || {
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .ok();
+        std::future::ready(opened)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no reload reads the config:\n{}", gw.log()))
+}
+
+/// Hands a waiting reload its config and lets it read to the end.
+fn feed(mut fifo: File, config: &str) {
+    fifo.write_all(config.as_bytes()).expect("write the config");
+}
+
+/// The harness's part of the config file, which `body` follows.
+fn header(gw: &Gateway, body: &str) -> String {
+    let text = std::fs::read_to_string(gw.config_path()).expect("read config");
+    text.strip_suffix(body)
+        .expect("config ends with the body")
+        .to_string()
+}
+
+async fn wait_log(gw: &Gateway, needle: &str) {
+    let seen = common::eventually(Duration::from_secs(10), || gw.log().contains(needle)).await;
+    assert!(seen, "the log never said {needle:?}:\n{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_hanging_reload_stops_the_process_at_once() {
+    let events = Upstream::start(Behavior::endless(Duration::from_millis(50))).await;
+    let mut gw = Gateway::start_with(QUICK_SHUTDOWN, &config(&events)).await;
+    make_fifo(gw.config_path());
+    gw.signal("HUP");
+    // The reload has opened the file and waits for content that never comes.
+    let _hanging = reload_reading(&gw).await;
+    let mut stream = client::get(gw.addr, "/events").await.unwrap();
+    assert_eq!(stream.status, 200, "requests are served during the reload");
+    stream.next_event().await.unwrap().expect("an event");
+
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    let exited = gw.wait_exit(Duration::from_secs(10)).await;
+    let log = gw.log();
+    let status = exited.unwrap_or_else(|| panic!("SIGTERM went unheeded during a reload:\n{log}"));
+    assert!(status.success(), "exit {status}:\n{log}");
+    // One second of grace, one to stop the runtimes, and some slack for a busy machine.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(6),
+        "exit took {:?}:\n{log}",
+        signalled.elapsed()
+    );
+    assert!(
+        log.contains("SIGTERM received, gracefully exiting"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("reload: "),
+        "the reload was still waiting when the process stopped:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighups_during_a_reload_are_followed_by_exactly_one_more() {
+    let events = Upstream::start(Behavior::endless(Duration::from_millis(50))).await;
+    let added = Upstream::start(Behavior::Text("added".into())).await;
+    let body = config(&events);
+    let gw = Gateway::start(&body).await;
+    let header = header(&gw, &body);
+    let with_added = format!(
+        "{header}upstreams:\n  events:\n    peers: [{}]\n  added:\n    peers: [{}]\n\
+         routes:\n  - {{ name: events, match: {{ path_prefix: /events }}, upstream: events, sse: true }}\n  \
+         - {{ name: added, match: {{ path_prefix: /added }}, upstream: added }}\n",
+        events.addr, added.addr
+    );
+    make_fifo(gw.config_path());
+    gw.signal("HUP");
+    let first = reload_reading(&gw).await;
+
+    // Both are taken in while the first reload waits: one queues a reload, the other joins it.
+    gw.signal("HUP");
+    wait_log(&gw, "another reload follows it").await;
+    gw.signal("HUP");
+    wait_log(&gw, "already queued after it covers this one").await;
+
+    feed(first, &with_added);
+    gw.expect_metric("ssegate_config_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    let added_status = client::get(gw.addr, "/added").await.unwrap().status;
+    assert_eq!(added_status, 200, "the first reload is in force");
+
+    // The queued reload reads the file after the first one ended.
+    let second = reload_reading(&gw).await;
+    // Any reload after this one would read a broken config, and count it.
+    let broken = gw.config_path().with_extension("broken");
+    std::fs::write(&broken, format!("{header}routes: nonsense\n")).expect("write config");
+    std::fs::rename(&broken, gw.config_path()).expect("replace the FIFO");
+    feed(second, &with_added);
+    gw.expect_metric("ssegate_config_reloads_total{result=\"ok\"}", 1.0 + 1.0)
+        .await;
+    let invalid = "ssegate_config_reloads_total{result=\"invalid\"}";
+    let third = common::eventually_async(Duration::from_secs(1), || async {
+        gw.metric(invalid).await != Some(0.0)
+    })
+    .await;
+    assert!(!third, "a third reload ran:\n{}", gw.log());
+
+    // The broken file is there to be read: a SIGHUP now does count it.
+    gw.signal("HUP");
+    gw.expect_metric(invalid, 1.0).await;
+}
+
+/// Two plain routes, `a` and `b`, each with its own upstream; `b` only if `with_b`.
+fn two_routes(a: &Upstream, b: &Upstream, b_sse: bool, with_b: bool) -> String {
+    let mut text = format!(
+        "upstreams:\n  a:\n    peers: [{}]\n  b:\n    peers: [{}]\n\
+         routes:\n  - {{ name: a, match: {{ path_prefix: /a }}, upstream: a }}\n",
+        a.addr, b.addr
+    );
+    if with_b {
+        text.push_str(&format!(
+            "  - {{ name: b, match: {{ path_prefix: /b }}, upstream: b, sse: {b_sse} }}\n"
+        ));
+    }
+    text
+}
+
+/// The exported lines that carry the label `route="b"`.
+async fn route_b_series(gw: &Gateway) -> Vec<String> {
+    gw.scrape()
+        .await
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("route=\"b\""))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until no series of route `b` is exported.
+async fn expect_no_route_b(gw: &Gateway) {
+    let left = std::cell::RefCell::new(Vec::new());
+    let gone = common::eventually_async(Duration::from_secs(10), || async {
+        *left.borrow_mut() = route_b_series(gw).await;
+        left.borrow().is_empty()
+    })
+    .await;
+    let left = left.borrow();
+    assert!(
+        gone,
+        "{} series of the removed route remain, e.g. {:?}",
+        left.len(),
+        &left[..left.len().min(3)]
+    );
+}
+
+async fn get_ok(gw: &Gateway, path: &str) {
+    let resp = client::get(gw.addr, path).await.unwrap();
+    assert_eq!(resp.status, 200, "GET {path}");
+    resp.text().await.unwrap();
+}
+
+const A_OK: &str = "ssegate_requests_total{route=\"a\",status=\"200\"}";
+const A_DURATIONS: &str = "ssegate_request_duration_seconds_count{route=\"a\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_a_route_drops_its_series_and_keeps_the_others_counting() {
+    let a = Upstream::start(Behavior::Text("a".into())).await;
+    let b = Upstream::start(Behavior::Text("b".into())).await;
+    let gw = Gateway::start(&two_routes(&a, &b, false, true)).await;
+    for _ in 0..3 {
+        get_ok(&gw, "/a").await;
+    }
+    for _ in 0..2 {
+        get_ok(&gw, "/b").await;
+    }
+    gw.expect_metric(A_OK, 3.0).await;
+    gw.expect_metric(A_DURATIONS, 3.0).await;
+    gw.expect_metric("ssegate_requests_total{route=\"b\",status=\"200\"}", 2.0)
+        .await;
+    assert!(
+        route_b_series(&gw).await.len() > 5,
+        "route b exports its series before the reload"
+    );
+
+    gw.rewrite_config(&two_routes(&a, &b, false, false));
+    gw.signal("HUP");
+    gw.expect_metric("ssegate_config_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    expect_no_route_b(&gw).await;
+    assert_eq!(client::get(gw.addr, "/b").await.unwrap().status, 404);
+
+    // Route a kept its series: the counts go on from where they were.
+    assert_eq!(
+        gw.metric(A_OK).await,
+        Some(3.0),
+        "route a's count was reset"
+    );
+    assert_eq!(gw.metric(A_DURATIONS).await, Some(3.0));
+    get_ok(&gw, "/a").await;
+    gw.expect_metric(A_OK, 4.0).await;
+    gw.expect_metric(A_DURATIONS, 4.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_route_keeps_its_series_until_its_last_stream_ends() {
+    let a = Upstream::start(Behavior::Text("a".into())).await;
+    let b = Upstream::start(Behavior::endless(Duration::from_millis(50))).await;
+    let gw = Gateway::start(&two_routes(&a, &b, true, true)).await;
+    let mut stream = client::get(gw.addr, "/b").await.unwrap();
+    let mut last = [0];
+    read_on(std::slice::from_mut(&mut stream), &mut last, 2).await;
+
+    gw.rewrite_config(&two_routes(&a, &b, true, false));
+    gw.signal("HUP");
+    gw.expect_metric("ssegate_config_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    assert_eq!(client::get(gw.addr, "/b").await.unwrap().status, 404);
+
+    // The stream runs on and is still counted under its route.
+    read_on(std::slice::from_mut(&mut stream), &mut last, 3).await;
+    gw.expect_metric("ssegate_streams_active{route=\"b\"}", 1.0)
+        .await;
+    let events = gw
+        .metric("ssegate_stream_events_total{route=\"b\"}")
+        .await
+        .expect("route b's event count while its stream is open");
+    assert!(events >= 5.0, "{events} events counted");
+
+    drop(stream);
+    expect_no_route_b(&gw).await;
+    gw.expect_metric("ssegate_streams_total{route=\"a\"}", 0.0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_removed_and_added_back_while_its_stream_is_open_keeps_its_series() {
+    let a = Upstream::start(Behavior::Text("a".into())).await;
+    let b = Upstream::start(Behavior::endless(Duration::from_millis(50))).await;
+    let gw = Gateway::start(&two_routes(&a, &b, true, true)).await;
+    let mut stream = client::get(gw.addr, "/b").await.unwrap();
+    let mut last = [0];
+    read_on(std::slice::from_mut(&mut stream), &mut last, 2).await;
+
+    gw.rewrite_config(&two_routes(&a, &b, true, false));
+    gw.signal("HUP");
+    gw.expect_metric("ssegate_config_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    gw.rewrite_config(&two_routes(&a, &b, true, true));
+    gw.signal("HUP");
+    gw.expect_metric("ssegate_config_reloads_total{result=\"ok\"}", 2.0)
+        .await;
+
+    // The stream opened before both reloads ends; route b is configured again, so its series
+    // stay, and go on counting.
+    drop(stream);
+    gw.expect_metric("ssegate_streams_active{route=\"b\"}", 0.0)
+        .await;
+    gw.expect_metric(
+        "ssegate_stream_closed_total{reason=\"client_gone\",route=\"b\"}",
+        1.0,
+    )
+    .await;
+    let mut again = client::get(gw.addr, "/b").await.unwrap();
+    again.next_event().await.unwrap().expect("an event");
+    gw.expect_metric("ssegate_streams_total{route=\"b\"}", 2.0)
+        .await;
+    gw.expect_metric("ssegate_streams_active{route=\"b\"}", 1.0)
+        .await;
 }

@@ -8,8 +8,16 @@
 //! Listeners, the metrics address and the `pingora:` section belong to the running server and
 //! its sockets: changing them needs a graceful upgrade (`ssegate -u`), and a reload that changes
 //! them says so in the log and applies the rest.
+//!
+//! Reading the file and resolving peer host names can block (a slow disk, a slow resolver), so
+//! reloads run on a thread of their own ([`ReloadQueue`]), never on the task that waits for
+//! signals: SIGTERM, SIGQUIT and SIGINT are acted on at once even while a reload hangs. It is a
+//! plain thread rather than a runtime's blocking pool because dropping a Tokio runtime waits for
+//! its blocking tasks, and a reload stuck on a read would then keep the process from exiting.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -58,6 +66,80 @@ impl Reloader {
         metrics::set_info(&config.sha256);
         metrics::config_reloaded(true);
         log::info!("reload: {}", config.summary());
+    }
+}
+
+/// Runs reloads one after another on a thread of their own, started at the first request (after
+/// Pingora's daemon fork, which a thread would not survive).
+///
+/// At most one reload waits while another runs: a SIGHUP that arrives during a reload is
+/// followed by one more reload once it ends, and further SIGHUPs meanwhile are covered by that
+/// one, since it reads the file as it is when it starts.
+pub(crate) struct ReloadQueue {
+    reloader: Arc<Reloader>,
+    /// Wakes the thread; holds at most one waiting request.
+    worker: Option<SyncSender<()>>,
+    /// Set while the thread runs a reload; only for the log.
+    running: Arc<AtomicBool>,
+}
+
+impl ReloadQueue {
+    pub(crate) fn new(reloader: Arc<Reloader>) -> Self {
+        ReloadQueue {
+            reloader,
+            worker: None,
+            running: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Asks for a reload and returns at once; the reload runs after the one running, if any.
+    pub(crate) fn request(&mut self) {
+        if let Some(worker) = &self.worker {
+            match worker.try_send(()) {
+                Ok(()) => {
+                    if self.running.load(Ordering::Acquire) {
+                        log::info!("reload: SIGHUP during a reload; another reload follows it");
+                    }
+                    return;
+                }
+                Err(TrySendError::Full(())) => {
+                    log::info!(
+                        "reload: SIGHUP during a reload; the reload already queued after it \
+                         covers this one"
+                    );
+                    return;
+                }
+                // The thread is gone (a reload panicked): start another.
+                Err(TrySendError::Disconnected(())) => self.worker = None,
+            }
+        }
+        match self.start_worker() {
+            Ok(worker) => self.worker = Some(worker),
+            Err(e) => {
+                log::error!("reload: cannot start the reload thread ({e}); reloading in place");
+                self.reloader.reload();
+            }
+        }
+    }
+
+    /// Starts the thread with one request already queued.
+    fn start_worker(&self) -> std::io::Result<SyncSender<()>> {
+        let (worker, requests) = mpsc::sync_channel(1);
+        // The buffer is empty and the receiver alive, so this cannot fail.
+        let _ = worker.try_send(());
+        let reloader = self.reloader.clone();
+        let running = self.running.clone();
+        std::thread::Builder::new()
+            .name("ssegate-reload".into())
+            .spawn(move || {
+                // Ends when the queue is dropped, i.e. when the server stops waiting for signals.
+                while requests.recv().is_ok() {
+                    running.store(true, Ordering::Release);
+                    reloader.reload();
+                    running.store(false, Ordering::Release);
+                }
+            })?;
+        Ok(worker)
     }
 }
 

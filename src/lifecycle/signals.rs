@@ -3,13 +3,17 @@
 //!
 //! [`ignore_hangup_until_ready`] runs first thing in `main`, so a SIGHUP that arrives while the
 //! server starts is ignored rather than fatal; once the server runs, [`SignalWatch`] turns each
-//! SIGHUP into an in-place reload.
+//! SIGHUP into an in-place reload. The reload runs elsewhere ([`ReloadQueue`]): the loop that
+//! waits for signals only queues it, so a reload that hangs on the file or on name resolution
+//! never delays a shutdown or an upgrade.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::lifecycle::reload::Reloader;
+use crate::lifecycle::reload::{ReloadQueue, Reloader};
 
 /// Sets SIGHUP to be ignored until [`SignalWatch`] installs its handler.
 pub(crate) fn ignore_hangup_until_ready() {
@@ -22,12 +26,14 @@ pub(crate) fn ignore_hangup_until_ready() {
 
 /// What `Server::run` waits on: shutdown signals for Pingora, reloads handled in between.
 pub(crate) struct SignalWatch {
-    reloader: Reloader,
+    reloader: Arc<Reloader>,
 }
 
 impl SignalWatch {
     pub(crate) fn new(reloader: Reloader) -> Self {
-        SignalWatch { reloader }
+        SignalWatch {
+            reloader: Arc::new(reloader),
+        }
     }
 }
 
@@ -38,9 +44,10 @@ impl ShutdownSignalWatch for SignalWatch {
         let mut quit = listen(SignalKind::quit());
         let mut terminate = listen(SignalKind::terminate());
         let mut interrupt = listen(SignalKind::interrupt());
+        let mut reloads = ReloadQueue::new(self.reloader.clone());
         loop {
             tokio::select! {
-                _ = next(&mut hangup) => self.reloader.reload(),
+                _ = next(&mut hangup) => reloads.request(),
                 _ = next(&mut quit) => return ShutdownSignal::GracefulUpgrade,
                 _ = next(&mut terminate) => return ShutdownSignal::GracefulTerminate,
                 _ = next(&mut interrupt) => return ShutdownSignal::FastShutdown,

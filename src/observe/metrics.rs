@@ -6,8 +6,18 @@
 //!
 //! The streaming path touches only [`RouteMetrics`]: plain handles looked up when the config is
 //! loaded, so a body chunk costs a few atomic adds and no label lookup or lock.
+//!
+//! A route's series live as long as its [`RouteMetrics`]: one shared handle per route name
+//! ([`RouteMetrics::shared`]), kept by every route table that has the route and by every request
+//! still running on it. A reload that keeps a route hands the same handle to the new table, so
+//! its counters go on; a reload that removes a route leaves the series in place until the last
+//! request on it ends, then drops them, so a scrape never shows a route that is gone for good.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use once_cell::sync::Lazy;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
     Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -219,8 +229,16 @@ static FAMILIES: Lazy<Families> = Lazy::new(|| {
     }
 });
 
+/// The live handle of each route name, so that tables built by reloads share it while it lives.
+/// Taken only when a handle is made or dropped, never per request.
+static LIVE: Lazy<Mutex<HashMap<String, Weak<RouteMetrics>>>> =
+    Lazy::new(|| Mutex::new(HashMap::new()));
+
 /// Handles for one route, resolved once so the per-chunk path does no label lookups.
-#[derive(Debug, Clone)]
+///
+/// Not `Clone`: dropping a handle may drop the route's series, so each route has one, behind an
+/// `Arc` ([`Self::shared`]).
+#[derive(Debug)]
 pub(crate) struct RouteMetrics {
     name: String,
     pub(crate) streams_active: IntGauge,
@@ -239,7 +257,22 @@ pub(crate) struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    /// Handles for route `name` (or [`UNMATCHED`]).
+    /// The handle of route `name` (or [`UNMATCHED`]): the one in use if the route has one (it
+    /// was in the table a reload replaces, or requests still run on it), else a new one.
+    pub(crate) fn shared(name: &str) -> Arc<RouteMetrics> {
+        let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(metrics) = live.get(name).and_then(Weak::upgrade) {
+            return metrics;
+        }
+        // Made under the lock, so a handle of the same name that is being dropped cannot remove
+        // the series this one exports.
+        let metrics = Arc::new(RouteMetrics::new(name));
+        live.insert(name.to_string(), Arc::downgrade(&metrics));
+        metrics
+    }
+
+    /// Handles for route `name` (or [`UNMATCHED`]), not shared with other tables: for unit
+    /// tests; the server uses [`Self::shared`].
     pub(crate) fn new(name: &str) -> Self {
         let f = &*FAMILIES;
         let route = [name];
@@ -296,6 +329,60 @@ impl RouteMetrics {
             .upstream_errors
             .with_label_values(&[self.name.as_str(), kind.as_str()])
             .inc();
+    }
+}
+
+impl Drop for RouteMetrics {
+    /// The last user of a route is gone (no table has it, no request runs on it): its series
+    /// go, unless the route is back in a newer table, whose handle exports the same series.
+    fn drop(&mut self) {
+        let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        if live.get(&self.name).is_some_and(|w| w.strong_count() > 0) {
+            return;
+        }
+        live.remove(&self.name);
+        let f = &*FAMILIES;
+        let name = self.name.as_str();
+        remove_route(&f.requests, name);
+        remove_route(&f.request_duration, name);
+        remove_route(&f.streams_active, name);
+        remove_route(&f.streams_total, name);
+        remove_route(&f.stream_events, name);
+        remove_route(&f.stream_bytes, name);
+        remove_route(&f.flush_latency, name);
+        remove_route(&f.first_event, name);
+        remove_route(&f.stream_duration, name);
+        remove_route(&f.stream_closed, name);
+        remove_route(&f.heartbeats, name);
+        remove_route(&f.upstream_errors, name);
+    }
+}
+
+/// Removes every series of `family` whose `route` label is `name`, whatever its other labels.
+fn remove_route<T: MetricVecBuilder>(family: &MetricVec<T>, name: &str) {
+    let mut doomed = Vec::new();
+    for collected in family.collect() {
+        for metric in collected.get_metric() {
+            let labels = metric.get_label();
+            if labels
+                .iter()
+                .any(|l| l.name() == "route" && l.value() == name)
+            {
+                doomed.push(
+                    labels
+                        .iter()
+                        .map(|l| (l.name().to_string(), l.value().to_string()))
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+    }
+    for labels in doomed {
+        let labels: HashMap<&str, &str> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let _ = family.remove(&labels);
     }
 }
 

@@ -3,6 +3,10 @@
 //!
 //! A request takes one snapshot of the [`RouteTable`] when it starts and keeps it to the end, so a
 //! stream keeps the route it started with even if an in-place reload replaces the table.
+//!
+//! Metric handles are shared by name across tables ([`RouteMetrics::shared`]): a route a reload
+//! keeps counts on in the same series, and the series of a route a reload removes go once the
+//! old table and the last request on the route are gone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,7 +57,7 @@ impl RouteTable {
             .map(|r| RouteEntry {
                 config: r.clone(),
                 upstream: pools[r.upstream].clone(),
-                metrics: Arc::new(RouteMetrics::new(&r.name)),
+                metrics: RouteMetrics::shared(&r.name),
                 open_streams: previous
                     .and_then(|g| g.routes.iter().find(|old| old.config.name == r.name))
                     .map_or_else(
@@ -66,7 +70,7 @@ impl RouteTable {
             router: Router::new(&config.routes),
             routes,
             pools,
-            unmatched: Arc::new(RouteMetrics::new(UNMATCHED)),
+            unmatched: RouteMetrics::shared(UNMATCHED),
         }
     }
 

@@ -118,6 +118,11 @@ impl Gateway {
         std::fs::write(&self.config_path, format!("{}{body}", self.header)).expect("write config");
     }
 
+    /// The config file ssegate was started with (and re-reads on SIGHUP).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
     /// Everything ssegate wrote to stderr so far (logs and access log).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
