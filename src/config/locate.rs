@@ -16,6 +16,8 @@
 //! (marked-yaml): that one refuses anchors, aliases and non-scalar keys outright, treats every
 //! scalar as a string, and would replace the serde_yaml parse and every error message with it;
 //! the event walk costs one extra pass over a small file and keeps serde_yaml's behaviour.
+//! Moving off serde_yaml, which is no longer maintained, is a change of its own, to the whole
+//! loader rather than to this index.
 
 use std::collections::HashMap;
 
