@@ -41,10 +41,23 @@ pub fn check_config(file: &str, c: &Config) {
     for u in &c.upstreams {
         assert!(upstream_names.insert(&u.name), "upstream {} twice", u.name);
         assert!(!u.peers.is_empty(), "upstream {} has no peers", u.name);
+        let mut peers = HashSet::new();
+        assert!(
+            u.peers.iter().all(|p| peers.insert(p)),
+            "upstream {} has a peer twice",
+            u.name
+        );
         assert!(u.connect_timeout <= YEAR && u.read_timeout <= YEAR);
         if let Some(hc) = &u.health_check {
             assert!(!hc.interval.is_zero() && hc.interval <= YEAR);
-            assert!(hc.http_path.as_ref().is_none_or(|p| p.starts_with('/')));
+            assert!(
+                hc.http_path
+                    .as_ref()
+                    .is_none_or(|p| p.starts_with('/')
+                        && p.bytes().all(|b| b.is_ascii_graphic() && b != b'#')),
+                "health check path {:?}",
+                hc.http_path
+            );
         }
     }
 
@@ -101,12 +114,21 @@ fn is_host_name(h: &str) -> bool {
     })
 }
 
-/// Every problem starts with the file name and a position inside the file, in file order.
-///
-/// A problem is one line unless it quotes text from the file that holds a line break (e.g. the
-/// key `"\n"`): the loader does not escape such text, so lines are checked per problem.
+/// Every problem is exactly one line, which starts with the file name and a position inside the
+/// file, in file order: text quoted from the file (a key `"\n"`, say) cannot split a problem.
 pub fn check_error(file: &str, e: &ConfigError, data: &[u8]) {
     assert!(!e.problems.is_empty(), "an error without problems");
+    let text = e.to_string();
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert_eq!(
+        lines.len(),
+        e.problems.len(),
+        "not one line per problem: {text:?}"
+    );
+    for line in &lines {
+        assert!(line.starts_with(&format!("{file}:")), "{line:?}");
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+    }
     // The parsers place the end of input (where an error or an empty last value is) after a
     // final line break, even in a file without one: one line past the last is allowed.
     let last_line = yaml_line_breaks(data) + 2;
@@ -130,7 +152,7 @@ pub fn check_error(file: &str, e: &ConfigError, data: &[u8]) {
         assert!(!p.message.trim().is_empty(), "empty message: {one}");
         rendered.push(one);
     }
-    assert_eq!(e.to_string(), rendered.join("\n"));
+    assert_eq!(text, rendered.join("\n"));
     let order: Vec<_> = e
         .problems
         .iter()

@@ -1,5 +1,6 @@
-//! Fuzzes the config loader: any bytes give a config that keeps the model's promises, or errors
-//! that each name the file and a position inside it; never a panic.
+//! Fuzzes the config loader: any bytes give a config that keeps the model's promises, or an
+//! error of exactly one line per problem, each naming the file and a position inside it; never
+//! a panic. The checks are in `../common/config_checks.rs`, shared with `tests/properties.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -4,6 +4,20 @@
 //! [`super::validate`] run on deserialized values that have no positions left. This module walks
 //! the same text once with a marked event parser and remembers where every node starts, so those
 //! checks can still say `FILE:LINE:COLUMN`.
+//!
+//! Paths are built from scalar keys only. A key that is a collection (`? [a, b]`, `{[a]: 1}`) or
+//! an alias has no name a path could use without colliding with some scalar key (`"?"`, say), so
+//! such an entry, its key and its value are not indexed by path at all; every key, named or not,
+//! is also recorded by its place in its mapping ([`Locator::nth_key`]), which is how a check
+//! that walks a mapping's keys (the `pingora` section) places a key without a name. Only
+//! `pingora` can hold such keys past serde, whose typed sections take string keys only.
+//!
+//! This stays on yaml-rust2's event parser rather than a crate that keeps spans on a parsed tree
+//! (marked-yaml): that one refuses anchors, aliases and non-scalar keys outright, treats every
+//! scalar as a string, and would replace the serde_yaml parse and every error message with it;
+//! the event walk costs one extra pass over a small file and keeps serde_yaml's behaviour.
+//! Moving off serde_yaml, which is no longer maintained, is a change of its own, to the whole
+//! loader rather than to this index.
 
 use std::collections::HashMap;
 
@@ -22,6 +36,10 @@ pub struct Position {
 pub struct Locator {
     values: HashMap<String, Position>,
     keys: HashMap<String, Position>,
+    /// Where each key of a mapping starts, in document order, keyed by the mapping's path: the
+    /// way to place keys that have no name (collections, aliases) or whose name serde spells
+    /// differently from the file (`0x10`, `~`).
+    key_order: HashMap<String, Vec<Position>>,
 }
 
 impl Locator {
@@ -46,6 +64,11 @@ impl Locator {
         self.keys.get(path).copied()
     }
 
+    /// Where the `index`th key (0-based, in document order) of the mapping at `path` starts.
+    pub fn nth_key(&self, path: &str, index: usize) -> Option<Position> {
+        self.key_order.get(path)?.get(index).copied()
+    }
+
     /// The value at `path`, or failing that the nearest enclosing node that exists.
     pub fn nearest(&self, path: &str) -> Option<Position> {
         let mut path = path;
@@ -60,71 +83,103 @@ impl Locator {
 
 enum Frame {
     Sequence { index: usize },
-    Mapping { key: Option<String> },
+    Mapping { key: Key },
+}
+
+/// The key of the mapping entry being read.
+enum Key {
+    /// The next node is a key.
+    Expected,
+    /// A scalar key: the entry is addressable by this name.
+    Named(String),
+    /// A collection or alias key: the entry has no name to address it by.
+    Unnamed,
+}
+
+/// A collection that has no path (a collection key, or a value under one), read over without
+/// indexing anything inside it.
+struct Hidden {
+    /// Collections open inside it, itself included.
+    depth: usize,
+    /// Whether it is a mapping key, which a value then follows.
+    is_key: bool,
 }
 
 #[derive(Default)]
 struct Walker {
     stack: Vec<Frame>,
+    hidden: Option<Hidden>,
     locator: Locator,
 }
 
 impl Walker {
-    fn path(&self) -> String {
+    /// The path of the node being read; `None` under an unnamed key.
+    fn path(&self) -> Option<String> {
         let mut path = String::new();
         for frame in &self.stack {
             match frame {
                 Frame::Sequence { index } => path.push_str(&format!("[{index}]")),
-                Frame::Mapping { key: Some(key) } => {
+                Frame::Mapping {
+                    key: Key::Named(key),
+                } => {
                     if !path.is_empty() {
                         path.push('.');
                     }
                     path.push_str(key);
                 }
-                Frame::Mapping { key: None } => {}
+                Frame::Mapping { key: Key::Unnamed } => return None,
+                Frame::Mapping { key: Key::Expected } => {}
             }
         }
-        path
-    }
-
-    /// The path of the innermost collection (the one being filled).
-    fn path_of_parent(&self) -> String {
-        let mut path = self.path();
-        if let Some(Frame::Mapping { key: Some(_) }) = self.stack.last() {
-            let cut = path.rfind('.').unwrap_or(0);
-            path.truncate(cut);
-        }
-        path
+        Some(path)
     }
 
     fn expecting_key(&self) -> bool {
-        matches!(self.stack.last(), Some(Frame::Mapping { key: None }))
+        matches!(
+            self.stack.last(),
+            Some(Frame::Mapping { key: Key::Expected })
+        )
     }
 
-    /// Records a node that begins at `mark`; returns whether it is a mapping key.
-    fn begin_node(&mut self, mark: Marker, scalar_key: Option<&str>) -> bool {
+    /// Records a node that begins at `mark`; returns whether it is a mapping key. `name` is the
+    /// text of a scalar; collections and aliases have none.
+    fn begin_node(&mut self, mark: Marker, name: Option<&str>) -> bool {
         let pos = Position {
             line: mark.line(),
             column: mark.col() + 1,
         };
         if self.expecting_key() {
-            if let Some(Frame::Mapping { key }) = self.stack.last_mut() {
-                *key = Some(scalar_key.unwrap_or("?").to_string());
-            }
-            let path = self.path();
-            self.locator.keys.entry(path).or_insert(pos);
+            // The parent's path, taken before the key is set (the parent is addressable, or it
+            // would be hidden).
+            let mapping = self.path().unwrap_or_default();
+            self.locator
+                .key_order
+                .entry(mapping.clone())
+                .or_default()
+                .push(pos);
             // A block mapping's start event points past its first key; the mapping really starts
             // at that key.
-            let mapping = self.path_of_parent();
             if let Some(start) = self.locator.values.get_mut(&mapping) {
                 if (pos.line, pos.column) < (start.line, start.column) {
                     *start = pos;
                 }
             }
+            if let Some(Frame::Mapping { key }) = self.stack.last_mut() {
+                *key = match name {
+                    Some(name) => Key::Named(name.to_string()),
+                    None => Key::Unnamed,
+                };
+            }
+            if name.is_some() {
+                if let Some(path) = self.path() {
+                    self.locator.keys.entry(path).or_insert(pos);
+                }
+            }
             true
         } else {
-            let path = self.path();
-            self.locator.values.entry(path).or_insert(pos);
+            if let Some(path) = self.path() {
+                self.locator.values.entry(path).or_insert(pos);
+            }
             false
         }
     }
@@ -140,33 +195,63 @@ impl Walker {
     fn end_value(&mut self) {
         match self.stack.last_mut() {
             Some(Frame::Sequence { index }) => *index += 1,
-            Some(Frame::Mapping { key }) => *key = None,
+            Some(Frame::Mapping { key }) => *key = Key::Expected,
             None => {}
         }
+    }
+
+    /// Whether the collection starting now has no path: it is a key, or a value under an
+    /// unnamed key.
+    fn starts_hidden(&self) -> Option<Hidden> {
+        let is_key = self.expecting_key();
+        let under_unnamed = matches!(
+            self.stack.last(),
+            Some(Frame::Mapping { key: Key::Unnamed })
+        );
+        (is_key || under_unnamed).then_some(Hidden { depth: 0, is_key })
     }
 }
 
 impl MarkedEventReceiver for Walker {
     fn on_event(&mut self, event: Event, mark: Marker) {
+        // Inside a hidden collection only its nesting is followed.
+        if let Some(hidden) = &mut self.hidden {
+            match event {
+                Event::SequenceStart(..) | Event::MappingStart(..) => hidden.depth += 1,
+                Event::SequenceEnd | Event::MappingEnd => {
+                    hidden.depth = hidden.depth.saturating_sub(1)
+                }
+                _ => {}
+            }
+            if hidden.depth == 0 {
+                // A key stays unnamed while its value follows; a value is finished.
+                if !hidden.is_key {
+                    self.end_value();
+                }
+                self.hidden = None;
+            }
+            return;
+        }
         match event {
             Event::Scalar(value, ..) => self.leaf(mark, Some(&value)),
             Event::Alias(_) => self.leaf(mark, None),
             Event::SequenceStart(..) | Event::MappingStart(..) => {
-                // A collection used as a mapping key is unusual; it is indexed as key `?` and its
-                // contents are skipped over like any value.
+                if let Some(mut hidden) = self.starts_hidden() {
+                    // A key is recorded by its place in the mapping; a value has no path.
+                    self.begin_node(mark, None);
+                    hidden.depth = 1;
+                    self.hidden = Some(hidden);
+                    return;
+                }
                 self.begin_node(mark, None);
                 self.stack.push(match event {
                     Event::SequenceStart(..) => Frame::Sequence { index: 0 },
-                    _ => Frame::Mapping { key: None },
+                    _ => Frame::Mapping { key: Key::Expected },
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 self.stack.pop();
-                // A finished collection is a value unless it was a key, in which case the key
-                // stays set and the value follows.
-                if !matches!(self.stack.last(), Some(Frame::Mapping { key: Some(k) }) if k == "?") {
-                    self.end_value();
-                }
+                self.end_value();
             }
             _ => {}
         }
@@ -225,6 +310,38 @@ routes:
             loc.nearest("routes[1].match.path"),
             Some(Position { line: 7, column: 5 })
         );
+    }
+
+    fn at(line: usize, column: usize) -> Option<Position> {
+        Some(Position { line, column })
+    }
+
+    #[test]
+    fn a_collection_key_does_not_take_the_place_of_a_key_named_question_mark() {
+        let loc = Locator::new("? [a, b]\n: 1\n\"?\": 2\nc: { [x]: [y], \"?\": [z] }\n");
+        assert_eq!(loc.key("?"), at(3, 1));
+        assert_eq!(loc.value("?"), at(3, 6));
+        assert_eq!(loc.value("c.?"), at(4, 21));
+        assert_eq!(loc.value("c.?[0]"), at(4, 22));
+        // Nothing inside a collection key is indexed.
+        assert_eq!(loc.value("?[0]"), None);
+    }
+
+    #[test]
+    fn keys_are_found_by_their_place_in_the_mapping() {
+        let loc = Locator::new(
+            "a: &x k\ntop:\n  ? [a]\n  : 1\n  *x : 2\n  0x10: 3\n  b: { ? {c: d} : e }\n",
+        );
+        assert_eq!(loc.nth_key("top", 0), at(3, 5));
+        assert_eq!(loc.nth_key("top", 1), at(5, 3));
+        assert_eq!(loc.nth_key("top", 2), at(6, 3));
+        assert_eq!(loc.nth_key("top", 3), at(7, 3));
+        assert_eq!(loc.nth_key("top", 4), None);
+        assert_eq!(loc.nth_key("top.b", 0), at(7, 10));
+        assert_eq!(loc.nth_key("", 1), at(2, 1));
+        // The entries after unnamed ones are still addressed by name.
+        assert_eq!(loc.value("top.b"), at(7, 6));
+        assert_eq!(loc.key("top.0x10"), at(6, 3));
     }
 
     #[test]

@@ -120,4 +120,114 @@ mod tests {
         assert_eq!(text.lines().count(), e.problems.len(), "{text}");
         assert!(text.contains("u\\r\\n"), "{text}");
     }
+
+    fn with_upstream(upstream: &str) -> String {
+        format!("listeners:\n  - address: 127.0.0.1:8080\nupstreams:\n  u:\n{upstream}routes:\n  - {{ name: a, match: {{ path_prefix: / }}, upstream: u }}\n")
+    }
+
+    #[test]
+    fn health_check_paths_must_be_uri_paths() {
+        for path in [
+            "/a b",
+            "/a\\tb",
+            "/a\\u0001",
+            "/a#b",
+            "/é",
+            "/a\\u007f",
+            "/a<b>",
+        ] {
+            let yaml = with_upstream(&format!(
+                "    peers: [127.0.0.1:9000]\n    health_check:\n      path: \"{path}\"\n"
+            ));
+            let e = parse(Path::new("t.yaml"), yaml.as_bytes()).unwrap_err();
+            assert_eq!(e.problems.len(), 1, "{path}: {e}");
+            let p = &e.problems[0];
+            assert_eq!(p.path, "upstreams.u.health_check.path");
+            assert_eq!(
+                p.position,
+                Some(Position {
+                    line: 7,
+                    column: 13
+                }),
+                "{path}"
+            );
+            assert!(p.message.contains("is not a valid URI path: "), "{e}");
+        }
+        for path in ["/healthz", "/h/z?full=1&x=%20", "/~a-b_c.d!$&'()*+,;=:@"] {
+            let yaml = with_upstream(&format!(
+                "    peers: [127.0.0.1:9000]\n    health_check: {{ path: \"{path}\" }}\n"
+            ));
+            let config = parse(Path::new("t.yaml"), yaml.as_bytes())
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            let hc = config.upstreams[0].health_check.as_ref().unwrap();
+            assert_eq!(hc.http_path.as_deref(), Some(path));
+        }
+    }
+
+    #[test]
+    fn a_pingora_key_that_is_a_collection_is_placed_at_itself() {
+        let yaml = format!("pingora:\n  ? [a, b]\n  : 1\n  \"?\": 2\n  7: 3\n{BASE}");
+        let yaml = format!("{yaml}  - {{ name: a, match: {{ path_prefix: / }}, upstream: u }}\n");
+        let e = parse(Path::new("t.yaml"), yaml.as_bytes()).unwrap_err();
+        let found: Vec<_> = e
+            .problems
+            .iter()
+            .map(|p| (p.position, p.path.as_str(), p.message.as_str()))
+            .collect();
+        let at = |line, column| Some(Position { line, column });
+        assert_eq!(
+            found,
+            [
+                (
+                    at(2, 5),
+                    "pingora",
+                    "a Pingora server setting is named by a string, not a sequence"
+                ),
+                (at(4, 3), "pingora.?", "unknown Pingora server setting `?`"),
+                (
+                    at(5, 3),
+                    "pingora",
+                    "a Pingora server setting is named by a string, not the number `7`"
+                ),
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_peer_name_becomes_every_address_it_resolves_to() {
+        let yaml = with_upstream("    peers: [\"localhost:9000\", \"[2001:db8::1]:80\"]\n");
+        let config = parse(Path::new("t.yaml"), yaml.as_bytes()).unwrap();
+        let mut expected: Vec<std::net::SocketAddr> = Vec::new();
+        for addr in std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 9000)).unwrap() {
+            if !expected.contains(&addr) {
+                expected.push(addr);
+            }
+        }
+        assert!(!expected.is_empty());
+        expected.push("[2001:db8::1]:80".parse().unwrap());
+        assert_eq!(config.upstreams[0].peers, expected);
+    }
+
+    #[test]
+    fn a_peer_listed_twice_is_a_problem_at_its_second_entry() {
+        let yaml = with_upstream(
+            "    peers:\n      - 127.0.0.1:9000\n      - localhost:9001\n      - 127.0.0.1:9000\n      - localhost:9001\n",
+        );
+        let e = parse(Path::new("t.yaml"), yaml.as_bytes()).unwrap_err();
+        let lines: Vec<String> = e.to_string().lines().map(String::from).collect();
+        assert_eq!(
+            lines[0],
+            "t.yaml:8:9: upstreams.u.peers[2]: peer 127.0.0.1:9000 is listed twice"
+        );
+        // Every address the name gives is reported, each at the second entry.
+        assert!(lines.len() >= 2, "{e}");
+        for line in &lines[1..] {
+            assert!(
+                line.starts_with("t.yaml:9:9: upstreams.u.peers[3]: `localhost:9001` resolves to ")
+                    && line.ends_with(":9001, which is already a peer of this upstream"),
+                "{e}"
+            );
+        }
+    }
 }

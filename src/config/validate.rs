@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use pingora_core::server::configuration::ServerConf;
@@ -108,6 +109,53 @@ fn serde_problem(e: &serde_yaml::Error) -> Problem {
     problem(position, "", message)
 }
 
+/// Checks that `path` can be the target of the health check's GET exactly as written. The HTTP
+/// types would otherwise change it without a word (a `#...` is cut off) or refuse it, and the
+/// check would then probe `/` instead.
+fn health_check_path(path: &str) -> Result<(), String> {
+    let invalid =
+        |reason: String| format!("health check path `{path}` is not a valid URI path: {reason}");
+    if !path.starts_with('/') {
+        return Err(format!("health check path `{path}` must start with `/`"));
+    }
+    if let Some(c) = path.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(invalid(format!(
+            "{} is not allowed; percent-encode it",
+            match c {
+                ' ' => "a space".to_string(),
+                c if c.is_control() => format!("the control character `{}`", c.escape_default()),
+                c => format!("`{c}`"),
+            }
+        )));
+    }
+    if path.contains('#') {
+        return Err(invalid(
+            "`#` starts a fragment, which is never sent; percent-encode it as `%23`".to_string(),
+        ));
+    }
+    let parsed = http::uri::PathAndQuery::from_str(path).map_err(|e| invalid(e.to_string()))?;
+    if parsed.as_str() != path {
+        return Err(invalid(format!("it would be sent as `{parsed}`")));
+    }
+    pingora_http::RequestHeader::build("GET", path.as_bytes(), None)
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(())
+}
+
+/// A YAML value that is not a string, for a message.
+fn describe(value: &serde_yaml::Value) -> String {
+    use serde_yaml::Value;
+    match value {
+        Value::Null => "null".to_string(),
+        Value::Bool(b) => format!("the boolean `{b}`"),
+        Value::Number(n) => format!("the number `{n}`"),
+        Value::String(s) => format!("the string `{s}`"),
+        Value::Sequence(_) => "a sequence".to_string(),
+        Value::Mapping(_) => "a mapping".to_string(),
+        Value::Tagged(t) => format!("a value tagged `{}`", t.tag),
+    }
+}
+
 fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -172,18 +220,24 @@ impl Validator {
         }
     }
 
-    /// A peer may be `IP:PORT` or `HOST:PORT`; host names are resolved once, here.
-    fn peer_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+    /// A peer may be `IP:PORT` or `HOST:PORT`. Host names are resolved here, once per load, and
+    /// every address a name resolves to is a peer, in the resolver's order.
+    fn peer_addrs(&mut self, path: &str, text: &str) -> Vec<SocketAddr> {
         if let Ok(addr) = text.trim().parse() {
-            return Some(addr);
+            return vec![addr];
         }
         let well_formed = text
             .rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        let resolved = well_formed
-            .then(|| text.to_socket_addrs().ok()?.next())
-            .flatten();
-        if resolved.is_none() {
+        let mut resolved: Vec<SocketAddr> = Vec::new();
+        if well_formed {
+            for addr in text.to_socket_addrs().into_iter().flatten() {
+                if !resolved.contains(&addr) {
+                    resolved.push(addr);
+                }
+            }
+        }
+        if resolved.is_empty() {
             let message = if well_formed {
                 format!("peer `{text}` does not resolve to an address")
             } else {
@@ -207,14 +261,38 @@ impl Validator {
         // silently; check them against the fields ServerConf itself serializes.
         let known = serde_yaml::to_value(ServerConf::default()).ok();
         let known = known.as_ref().and_then(|v| v.as_mapping());
-        for key in section.keys() {
-            let name = key.as_str().unwrap_or("?");
-            if !known.is_some_and(|k| k.contains_key(key)) {
-                self.at_key(
-                    &format!("pingora.{name}"),
-                    format!("unknown Pingora server setting `{name}`"),
-                );
+        let mut unnamed = Vec::new();
+        for (i, key) in section.keys().enumerate() {
+            if known.is_some_and(|k| k.contains_key(key)) {
+                continue;
             }
+            // Placed by its order in the section: a key that is not a plain string has no name
+            // the locator could find it by.
+            let position = self
+                .locator
+                .nth_key("pingora", i)
+                .or(self.locator.nearest("pingora"));
+            let (path, message) = match key {
+                serde_yaml::Value::String(name) => (
+                    format!("pingora.{name}"),
+                    format!("unknown Pingora server setting `{name}`"),
+                ),
+                other => {
+                    unnamed.push(other.clone());
+                    (
+                        "pingora".to_string(),
+                        format!(
+                            "a Pingora server setting is named by a string, not {}",
+                            describe(other)
+                        ),
+                    )
+                }
+            };
+            self.problems.push(problem(position, &path, message));
+        }
+        // Reported above; Pingora would only report them again, without a position.
+        for key in &unnamed {
+            section.remove(key);
         }
         let defaults: [(&str, serde_yaml::Value); 5] = [
             ("pid_file", DEFAULT_PID_FILE.into()),
@@ -279,12 +357,25 @@ impl Validator {
         if u.peers.is_empty() {
             self.at_value(&format!("{base}.peers"), "at least one peer is required");
         }
-        let peers = u
-            .peers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| self.peer_addr(&format!("{base}.peers[{i}]"), p))
-            .collect();
+        let mut peers: Vec<SocketAddr> = Vec::new();
+        for (i, text) in u.peers.iter().enumerate() {
+            let path = format!("{base}.peers[{i}]");
+            for addr in self.peer_addrs(&path, text) {
+                if peers.contains(&addr) {
+                    // A peer listed twice would get twice its share of the traffic.
+                    let message = if text.trim().parse::<SocketAddr>().is_ok() {
+                        format!("peer {addr} is listed twice")
+                    } else {
+                        format!(
+                            "`{text}` resolves to {addr}, which is already a peer of this upstream"
+                        )
+                    };
+                    self.at_value(&path, message);
+                } else {
+                    peers.push(addr);
+                }
+            }
+        }
         let balance = match u.balance.as_deref() {
             None | Some("round_robin") => Balance::RoundRobin,
             Some("random") => Balance::Random,
@@ -298,11 +389,10 @@ impl Validator {
             }
         };
         let health_check = u.health_check.as_ref().map(|hc| {
-            if let Some(p) = hc.path.as_deref().filter(|p| !p.starts_with('/')) {
-                self.at_value(
-                    &format!("{base}.health_check.path"),
-                    format!("health check path `{p}` must start with `/`"),
-                );
+            if let Some(p) = hc.path.as_deref() {
+                if let Err(message) = health_check_path(p) {
+                    self.at_value(&format!("{base}.health_check.path"), message);
+                }
             }
             HealthCheck {
                 http_path: hc.path.clone(),
