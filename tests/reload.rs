@@ -361,8 +361,17 @@ async fn a_reload_that_removes_a_route_drops_its_series_and_keeps_the_others_cou
     gw.expect_metric(A_DURATIONS, 4.0).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_removed_route_keeps_its_series_until_its_last_stream_ends() {
+/// Routes `a` and `b`, a stream open on `b`, then a reload that removes `b`.
+struct StreamOnRemovedRoute {
+    a: Upstream,
+    b: Upstream,
+    gw: Gateway,
+    stream: Response,
+    /// The id of the stream's last event read.
+    last: [u64; 1],
+}
+
+async fn stream_on_removed_route() -> StreamOnRemovedRoute {
     let a = Upstream::start(Behavior::Text("a".into())).await;
     let b = Upstream::start(Behavior::endless(Duration::from_millis(50))).await;
     let gw = Gateway::start(&two_routes(&a, &b, true, true)).await;
@@ -374,6 +383,25 @@ async fn a_removed_route_keeps_its_series_until_its_last_stream_ends() {
     gw.signal("HUP");
     gw.expect_metric("ssegate_config_reloads_total{result=\"ok\"}", 1.0)
         .await;
+    StreamOnRemovedRoute {
+        a,
+        b,
+        gw,
+        stream,
+        last,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_route_keeps_its_series_until_its_last_stream_ends() {
+    // The upstreams are held to the end: dropping them stops them.
+    let StreamOnRemovedRoute {
+        a: _a,
+        b: _b,
+        gw,
+        mut stream,
+        mut last,
+    } = stream_on_removed_route().await;
     assert_eq!(client::get(gw.addr, "/b").await.unwrap().status, 404);
 
     // The stream runs on and is still counted under its route.
@@ -394,17 +422,9 @@ async fn a_removed_route_keeps_its_series_until_its_last_stream_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_removed_and_added_back_while_its_stream_is_open_keeps_its_series() {
-    let a = Upstream::start(Behavior::Text("a".into())).await;
-    let b = Upstream::start(Behavior::endless(Duration::from_millis(50))).await;
-    let gw = Gateway::start(&two_routes(&a, &b, true, true)).await;
-    let mut stream = client::get(gw.addr, "/b").await.unwrap();
-    let mut last = [0];
-    read_on(std::slice::from_mut(&mut stream), &mut last, 2).await;
-
-    gw.rewrite_config(&two_routes(&a, &b, true, false));
-    gw.signal("HUP");
-    gw.expect_metric("ssegate_config_reloads_total{result=\"ok\"}", 1.0)
-        .await;
+    let StreamOnRemovedRoute {
+        a, b, gw, stream, ..
+    } = stream_on_removed_route().await;
     gw.rewrite_config(&two_routes(&a, &b, true, true));
     gw.signal("HUP");
     gw.expect_metric("ssegate_config_reloads_total{result=\"ok\"}", 2.0)
