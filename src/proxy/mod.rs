@@ -40,8 +40,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::lifecycle::drain::{self, DrainSignal};
-use crate::observe::metrics::CloseReason;
-use crate::observe::metrics::RouteMetrics;
+use crate::observe::metrics::{CloseReason, RouteMetrics};
 use crate::routing::{self, RouteEntry, RouteTable, StreamSlot};
 use crate::sse::stream::{self, StreamMeter};
 use relay::{ConnectionReturn, Finish, Relay};
