@@ -19,6 +19,11 @@ pub(crate) struct Cli {
     #[arg(short = 't', long = "test")]
     pub(crate) test: bool,
 
+    /// Treat config warnings (settings that contradict each other) as errors, at start-up, with
+    /// -t and on reload
+    #[arg(long = "strict")]
+    pub(crate) strict: bool,
+
     /// Run in the background (pid file from the config's `pingora.pid_file`)
     #[arg(short = 'd', long = "daemon")]
     pub(crate) daemon: bool,

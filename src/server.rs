@@ -33,7 +33,16 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     access_log::init_logging();
 
-    let config = match crate::config::load(&cli.conf) {
+    let loaded = if cli.test {
+        // `-t` prints warnings on stderr rather than logging them.
+        crate::config::load(&cli.conf).and_then(|config| match cli.strict {
+            true => crate::config::refuse_warnings(config),
+            false => Ok(config),
+        })
+    } else {
+        crate::config::load_checked(&cli.conf, cli.strict)
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
@@ -47,6 +56,9 @@ pub fn run() -> ExitCode {
         }
     };
     if cli.test {
+        if !config.warnings.is_empty() {
+            eprintln!("{}", crate::config::Warnings(&config));
+        }
         println!("{}", config.summary());
         return ExitCode::SUCCESS;
     }
@@ -114,7 +126,7 @@ const TLS_LISTENER_BUFFERS: L4BufferSettings = L4BufferSettings {
 fn build_server(cli: &Cli, mut config: Config) -> Result<(Server, Reloader), String> {
     let routes = Arc::new(ArcSwap::from_pointee(RouteTable::new(&config, None)));
     metrics::set_info(&config.sha256);
-    let reloader = Reloader::new(&config, routes.clone());
+    let reloader = Reloader::new(&config, routes.clone(), cli.strict);
 
     let server_conf = std::mem::take(&mut config.server);
     let mut server = Server::new_with_opt_and_conf(cli.pingora_opt(), server_conf);

@@ -92,3 +92,78 @@ fn version_prints_the_crate_version() {
         format!("ssegate {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+const CONTRADICTIONS: &str = "tests/configs/warnings/contradictions.yaml";
+
+/// The `# expect:` lines of a config, each as `FILE:LINE:COL: path: message`.
+fn expected_lines(file: &str) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# expect: "))
+        .map(|l| format!("{file}{l}"))
+        .collect()
+}
+
+#[test]
+fn contradicting_settings_are_warnings_with_their_positions_and_the_check_passes() {
+    let out = check(Path::new(CONTRADICTIONS));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.trim_end().ends_with(", 5 warnings"), "{stdout}");
+    let want: Vec<String> = expected_lines(CONTRADICTIONS)
+        .iter()
+        .map(|l| l.replacen(": routes[", ": warning: routes[", 1))
+        .collect();
+    assert_eq!(want.len(), 5);
+    assert_eq!(err.lines().collect::<Vec<_>>(), want, "{err}");
+}
+
+#[test]
+fn strict_makes_warnings_errors_for_the_check_and_at_start() {
+    let want: Vec<String> = expected_lines(CONTRADICTIONS)
+        .iter()
+        .map(|l| format!("{l} (an error with --strict)"))
+        .collect();
+    for args in [&["-t", "--strict"][..], &["--strict"][..]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["-c", CONTRADICTIONS])
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} accepted it: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let problems: Vec<&str> = err
+            .lines()
+            .filter(|l| !l.starts_with("ssegate: "))
+            .collect();
+        assert_eq!(problems, want, "{args:?}");
+        assert!(err.contains("rejected (5 problems)"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_are_logged_at_start_and_on_reload_and_the_server_runs() {
+    let up = common::dead_peer();
+    let body = |idle: &str| {
+        format!(
+            "upstreams:\n  app:\n    peers: [{up}]\nroutes:\n  - name: feed\n    match: {{ path_prefix: / }}\n    upstream: app\n    sse: {{ heartbeat: 20s, idle_timeout: {idle} }}\n"
+        )
+    };
+    let gw = common::gateway::Gateway::start(&body("20s")).await;
+    let warning = "warning: routes[0].sse.idle_timeout: idle_timeout (20s) is not longer than heartbeat (20s)";
+    assert!(gw.log().contains(warning), "{}", gw.log());
+
+    gw.rewrite_config(&body("15s"));
+    gw.signal("HUP");
+    let logged = common::eventually(std::time::Duration::from_secs(5), || {
+        gw.log()
+            .contains("idle_timeout (15s) is not longer than heartbeat (20s)")
+    })
+    .await;
+    assert!(logged, "{}", gw.log());
+    gw.expect_metric("ssegate_config_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+}

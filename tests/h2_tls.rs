@@ -3,71 +3,28 @@
 
 mod common;
 
-use std::path::Path;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::client::EventReader;
 use common::gateway::Gateway;
+use common::tls;
 use common::upstream::{Behavior, Upstream};
-use openssl::asn1::Asn1Time;
-use openssl::bn::BigNum;
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
-use openssl::ssl::{SslConnector, SslMethod};
-use openssl::x509::extension::SubjectAlternativeName;
-use openssl::x509::{X509NameBuilder, X509};
 
 const STREAMS: usize = 20;
 const EVENTS: u64 = 5;
 
-/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files into `dir`.
-fn self_signed(dir: &Path) -> X509 {
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "localhost").unwrap();
-    let name = name.build();
-    let mut cert = X509::builder().unwrap();
-    cert.set_version(2).unwrap();
-    let serial = BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
-    cert.set_serial_number(&serial).unwrap();
-    cert.set_subject_name(&name).unwrap();
-    cert.set_issuer_name(&name).unwrap();
-    cert.set_pubkey(&key).unwrap();
-    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-        .unwrap();
-    let san = SubjectAlternativeName::new()
-        .dns("localhost")
-        .ip("127.0.0.1")
-        .build(&cert.x509v3_context(None, None))
-        .unwrap();
-    cert.append_extension(san).unwrap();
-    cert.sign(&key, MessageDigest::sha256()).unwrap();
-    let cert = cert.build();
-    std::fs::write(dir.join("cert.pem"), cert.to_pem().unwrap()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    cert
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_sse_streams_share_one_h2_connection_and_stream_every_event() {
     let certs = tempfile::tempdir().unwrap();
-    let cert = self_signed(certs.path());
+    let cert = tls::self_signed(certs.path());
     let upstream = Upstream::start(Behavior::Sse {
         interval: Duration::from_millis(100),
         count: Some(EVENTS),
         end: true,
     })
     .await;
-    let tls = format!(
-        "    tls: {{ cert: {}, key: {} }}\n",
-        certs.path().join("cert.pem").display(),
-        certs.path().join("key.pem").display()
-    );
+    let tls = tls::listener_yaml(certs.path());
     let gw = Gateway::start_full(
         "",
         &tls,
@@ -79,29 +36,7 @@ async fn twenty_sse_streams_share_one_h2_connection_and_stream_every_event() {
     )
     .await;
 
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    connector.cert_store_mut().add_cert(cert).unwrap();
-    connector.set_alpn_protos(b"\x02h2").unwrap();
-    let ssl = connector
-        .build()
-        .configure()
-        .unwrap()
-        .into_ssl("localhost")
-        .unwrap();
-    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    Pin::new(&mut tls)
-        .connect()
-        .await
-        .expect("TLS handshake, certificate verified");
-    assert_eq!(
-        tls.ssl().selected_alpn_protocol(),
-        Some(&b"h2"[..]),
-        "h2 chosen by ALPN"
-    );
-
-    let (client, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
-    tokio::spawn(connection);
+    let client = tls::h2_connect(gw.addr, cert).await;
     let mut streams = Vec::new();
     for i in 0..STREAMS {
         let mut client = client.clone().ready().await.unwrap();

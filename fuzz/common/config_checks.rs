@@ -95,6 +95,7 @@ pub fn check_config(file: &str, c: &Config) {
         }
         if let Some(sse) = &r.sse {
             assert_ne!(sse.max_streams, Some(0));
+            assert_ne!(sse.max_streams_per_client, Some(0));
             let timeouts = [sse.heartbeat, sse.idle_timeout, Some(sse.write_timeout)];
             for d in timeouts.into_iter().flatten() {
                 assert!(!d.is_zero() && d <= YEAR);
@@ -102,6 +103,19 @@ pub fn check_config(file: &str, c: &Config) {
         }
     }
     assert!(c.summary().starts_with(&format!("{file}: ok: ")));
+    // Warnings print like problems: one line each, at a position in the file.
+    let warnings = ssegate::config::Warnings(c).to_string();
+    if c.warnings.is_empty() {
+        assert!(warnings.is_empty());
+    } else {
+        let lines: Vec<&str> = warnings.split('\n').collect();
+        assert_eq!(lines.len(), c.warnings.len(), "{warnings:?}");
+        for line in lines {
+            assert!(line.starts_with(&format!("{file}:")), "{line:?}");
+            assert!(line.contains(": warning: routes["), "{line:?}");
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+        }
+    }
 }
 
 /// Lower-case dot-separated labels of letters, digits and `-`.

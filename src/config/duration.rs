@@ -30,6 +30,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// `d` as the config would spell it, in its largest exact unit: `250ms`, `15s`, `10m`, `1h`.
+pub fn format(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms % 1000 != 0 => format!("{ms}ms"),
+        _ if ms % 3_600_000 == 0 && ms > 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 && ms > 0 => format!("{}m", ms / 60_000),
+        _ => format!("{}s", ms / 1000),
+    }
+}
+
 /// Longer timers are a mistake, and far-future deadlines would overflow `Instant`.
 const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -43,6 +54,13 @@ mod tests {
         assert_eq!(parse("15s"), Ok(Duration::from_secs(15)));
         assert_eq!(parse("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn formats_in_the_largest_exact_unit_and_parses_back() {
+        for text in ["250ms", "1500ms", "15s", "90s", "10m", "1h", "0s"] {
+            assert_eq!(format(parse(text).unwrap()), text);
+        }
     }
 
     #[test]

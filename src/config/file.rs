@@ -100,7 +100,7 @@ pub struct MatchFile {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "`sse` must be true, false, or a map with heartbeat, idle_timeout, write_timeout, max_streams"
+    expecting = "`sse` must be true, false, or a map with heartbeat, idle_timeout, write_timeout, max_streams, max_streams_per_client, client_key"
 )]
 pub enum SseFile {
     Enabled(bool),
@@ -118,4 +118,9 @@ pub struct SseOptionsFile {
     pub write_timeout: Option<String>,
     #[serde(default)]
     pub max_streams: Option<u64>,
+    #[serde(default)]
+    pub max_streams_per_client: Option<u64>,
+    /// `ip`, or `header:NAME`.
+    #[serde(default)]
+    pub client_key: Option<String>,
 }

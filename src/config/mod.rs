@@ -36,22 +36,41 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     /// One line per problem: `FILE:LINE:COLUMN: path: message`, or `FILE: path: message`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}", self.file.display())?;
-            if let Some(pos) = p.position {
-                write!(f, ":{}:{}", pos.line, pos.column)?;
-            }
-            write!(f, ": ")?;
-            if !p.path.is_empty() {
-                write!(f, "{}: ", one_line(&p.path))?;
-            }
-            write!(f, "{}", one_line(&p.message))?;
-        }
-        Ok(())
+        write_lines(f, &self.file, &self.problems, "")
     }
+}
+
+/// The warnings of a valid config ([`Config::warnings`]), one line each, as problems are
+/// printed but marked: `FILE:LINE:COLUMN: warning: path: message`.
+pub struct Warnings<'a>(pub &'a Config);
+
+impl fmt::Display for Warnings<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_lines(f, &self.0.source, &self.0.warnings, "warning: ")
+    }
+}
+
+fn write_lines(
+    f: &mut fmt::Formatter<'_>,
+    file: &Path,
+    problems: &[Problem],
+    kind: &str,
+) -> fmt::Result {
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            writeln!(f)?;
+        }
+        write!(f, "{}", file.display())?;
+        if let Some(pos) = p.position {
+            write!(f, ":{}:{}", pos.line, pos.column)?;
+        }
+        write!(f, ": {kind}")?;
+        if !p.path.is_empty() {
+            write!(f, "{}: ", one_line(&p.path))?;
+        }
+        write!(f, "{}", one_line(&p.message))?;
+    }
+    Ok(())
 }
 
 /// `text` with control characters escaped (`\n`), so text quoted from a broken file cannot
@@ -91,6 +110,37 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
     })
 }
 
+/// Loads the config at `path` for use: with `strict` (`--strict`) its warnings are problems;
+/// without, they are logged.
+pub fn load_checked(path: &Path, strict: bool) -> Result<Config, ConfigError> {
+    let config = load(path)?;
+    if strict {
+        return refuse_warnings(config);
+    }
+    if !config.warnings.is_empty() {
+        log::warn!("{}", Warnings(&config));
+    }
+    Ok(config)
+}
+
+/// `--strict`: a config with warnings is refused, each warning a problem.
+pub fn refuse_warnings(config: Config) -> Result<Config, ConfigError> {
+    if config.warnings.is_empty() {
+        return Ok(config);
+    }
+    Err(ConfigError {
+        file: config.source,
+        problems: config
+            .warnings
+            .into_iter()
+            .map(|w| Problem {
+                message: format!("{} (an error with --strict)", w.message),
+                ..w
+            })
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +159,29 @@ mod tests {
                 PathMatch::Prefix("/".to_string()),
                 PathMatch::Prefix("/v1".to_string())
             ]
+        );
+    }
+
+    #[test]
+    fn strict_loading_refuses_a_config_with_warnings_and_plain_loading_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        let routes = "  - { name: a, match: { path_prefix: / }, upstream: u, sse: { heartbeat: 5s, idle_timeout: 5s } }\n";
+        std::fs::write(&path, format!("{BASE}{routes}")).unwrap();
+        let config = load_checked(&path, false).unwrap();
+        assert_eq!(config.warnings.len(), 1);
+        let e = load_checked(&path, true).unwrap_err();
+        assert_eq!(e.problems.len(), 1);
+        assert!(
+            e.to_string()
+                .ends_with("before its first heartbeat (an error with --strict)"),
+            "{e}"
+        );
+        let line = Warnings(&config).to_string();
+        assert!(
+            line.starts_with(&format!("{}:7:", path.display()))
+                && line.contains(": warning: routes[0].sse.idle_timeout: "),
+            "{line}"
         );
     }
 

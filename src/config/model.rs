@@ -21,6 +21,9 @@ pub struct Config {
     pub metrics_address: SocketAddr,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+    /// Settings that are valid but contradict each other; printed by `-t` and logged at
+    /// start-up and on reload, and refused with `--strict` ([`super::strict`]).
+    pub warnings: Vec<super::Problem>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +57,8 @@ pub enum Balance {
     Random,
     /// Hash of the client address, so a client keeps its peer while the peer set is stable.
     ConsistentHash,
+    /// The healthy peer with the fewest streams open through this process; ties go round robin.
+    LeastStreams,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +105,20 @@ pub struct SsePolicy {
     /// nothing for this long is dropped rather than holding its stream and upstream forever.
     pub write_timeout: Duration,
     pub max_streams: Option<u64>,
+    /// How many streams one client may hold open on the route at once.
+    pub max_streams_per_client: Option<u64>,
+    /// What identifies a client for `max_streams_per_client`.
+    pub client_key: ClientKey,
+}
+
+/// What identifies a client for a per-client stream cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientKey {
+    /// The client's IP address (the TCP peer of ssegate).
+    Ip,
+    /// The value of this request header (lower-case name); a request without it is keyed by
+    /// its IP address.
+    Header(http::HeaderName),
 }
 
 /// How long a write to a client may block, when a route does not say: nginx's `send_timeout`.
@@ -112,6 +131,8 @@ impl Default for SsePolicy {
             idle_timeout: None,
             write_timeout: DEFAULT_CLIENT_WRITE_TIMEOUT,
             max_streams: None,
+            max_streams_per_client: None,
+            client_key: ClientKey::Ip,
         }
     }
 }
@@ -128,14 +149,19 @@ impl Config {
                 None => l.address.to_string(),
             })
             .collect();
+        let warnings = match self.warnings.len() {
+            0 => String::new(),
+            1 => ", 1 warning".to_string(),
+            n => format!(", {n} warnings"),
+        };
         format!(
-            "{}: ok: {} routes ({} sse), {} upstreams, listeners {}, metrics {}",
+            "{}: ok: {} routes ({} sse), {} upstreams, listeners {}, metrics {}{warnings}",
             self.source.display(),
             self.routes.len(),
             streams,
             self.upstreams.len(),
             listeners.join(", "),
-            self.metrics_address
+            self.metrics_address,
         )
     }
 }

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use super::file::{ConfigFile, ListenerFile, RouteFile, SseFile, UpstreamFile};
 use super::locate::{Locator, Position};
 use super::model::{
-    Balance, Config, HealthCheck, HostMatch, Listener, ListenerTls, PathMatch, Route, SsePolicy,
-    Upstream, DEFAULT_CLIENT_WRITE_TIMEOUT,
+    Balance, ClientKey, Config, HealthCheck, HostMatch, Listener, ListenerTls, PathMatch, Route,
+    SsePolicy, Upstream, DEFAULT_CLIENT_WRITE_TIMEOUT,
 };
 use super::{duration, Problem};
 
@@ -51,6 +51,7 @@ pub fn validate(path: &Path, bytes: &[u8]) -> Result<Config, Vec<Problem>> {
     let mut v = Validator {
         locator: Locator::new(text),
         problems: Vec::new(),
+        warnings: Vec::new(),
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
     let server = v.server_conf(file.pingora);
@@ -70,14 +71,16 @@ pub fn validate(path: &Path, bytes: &[u8]) -> Result<Config, Vec<Problem>> {
             metrics_address,
             upstreams,
             routes,
+            warnings: in_file_order(v.warnings),
         }),
-        _ => {
-            // In file order; problems without a position (whole sections) first.
-            v.problems
-                .sort_by_key(|p| p.position.map(|pos| (pos.line, pos.column)));
-            Err(v.problems)
-        }
+        _ => Err(in_file_order(v.problems)),
     }
+}
+
+/// Problems in file order; those without a position (whole sections) first.
+fn in_file_order(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by_key(|p| p.position.map(|pos| (pos.line, pos.column)));
+    problems
 }
 
 fn is_blank(text: &str) -> bool {
@@ -166,6 +169,8 @@ fn hex_sha256(bytes: &[u8]) -> String {
 struct Validator {
     locator: Locator,
     problems: Vec<Problem>,
+    /// Valid settings that contradict each other (see [`Config::warnings`]).
+    warnings: Vec<Problem>,
     base_dir: PathBuf,
 }
 
@@ -174,6 +179,12 @@ impl Validator {
     fn at_value(&mut self, path: &str, message: impl Into<String>) {
         let position = self.locator.nearest(path);
         self.problems.push(problem(position, path, message));
+    }
+
+    /// Warns about the value at `path`: valid, but at odds with another setting.
+    fn warn_at_value(&mut self, path: &str, message: impl Into<String>) {
+        let position = self.locator.nearest(path);
+        self.warnings.push(problem(position, path, message));
     }
 
     /// Reports a problem with the key of the entry at `path` (e.g. an unknown key).
@@ -380,10 +391,11 @@ impl Validator {
             None | Some("round_robin") => Balance::RoundRobin,
             Some("random") => Balance::Random,
             Some("consistent_hash") => Balance::ConsistentHash,
+            Some("least_streams") => Balance::LeastStreams,
             Some(other) => {
                 self.at_value(
                     &format!("{base}.balance"),
-                    format!("unknown balance `{other}`: expected round_robin, random or consistent_hash"),
+                    format!("unknown balance `{other}`: expected round_robin, random, consistent_hash or least_streams"),
                 );
                 Balance::RoundRobin
             }
@@ -580,25 +592,105 @@ impl Validator {
             SseFile::Enabled(true) => return Some(SsePolicy::default()),
             SseFile::Options(o) => o,
         };
-        if options.max_streams == Some(0) {
-            self.at_value(&format!("{base}.sse.max_streams"), "must be at least 1");
+        let at = |key: &str| format!("{base}.sse.{key}");
+        for (key, value) in [
+            ("max_streams", options.max_streams),
+            ("max_streams_per_client", options.max_streams_per_client),
+        ] {
+            if value == Some(0) {
+                self.at_value(&at(key), "must be at least 1");
+            }
         }
-        Some(SsePolicy {
-            heartbeat: self.optional_duration(
-                &format!("{base}.sse.heartbeat"),
-                options.heartbeat.as_deref(),
-            ),
-            idle_timeout: self.optional_duration(
-                &format!("{base}.sse.idle_timeout"),
-                options.idle_timeout.as_deref(),
-            ),
+        let client_key = match options.client_key.as_deref() {
+            None => ClientKey::Ip,
+            Some(text) => self.client_key(&at("client_key"), text),
+        };
+        let policy = SsePolicy {
+            heartbeat: self.optional_duration(&at("heartbeat"), options.heartbeat.as_deref()),
+            idle_timeout: self
+                .optional_duration(&at("idle_timeout"), options.idle_timeout.as_deref()),
             write_timeout: self
-                .optional_duration(
-                    &format!("{base}.sse.write_timeout"),
-                    options.write_timeout.as_deref(),
-                )
+                .optional_duration(&at("write_timeout"), options.write_timeout.as_deref())
                 .unwrap_or(DEFAULT_CLIENT_WRITE_TIMEOUT),
             max_streams: options.max_streams,
-        })
+            max_streams_per_client: options.max_streams_per_client,
+            client_key,
+        };
+        self.sse_contradictions(base, options.write_timeout.is_some(), &policy);
+        Some(policy)
+    }
+
+    /// `ip` or `header:NAME`.
+    fn client_key(&mut self, path: &str, text: &str) -> ClientKey {
+        let text = text.trim();
+        if text == "ip" {
+            return ClientKey::Ip;
+        }
+        let Some(name) = text.strip_prefix("header:") else {
+            self.at_value(
+                path,
+                format!("unknown client key `{text}`: expected `ip` or `header:NAME`"),
+            );
+            return ClientKey::Ip;
+        };
+        match http::HeaderName::from_bytes(name.trim().as_bytes()) {
+            Ok(name) => ClientKey::Header(name),
+            Err(_) => {
+                self.at_value(path, format!("`{name}` is not a valid HTTP header name"));
+                ClientKey::Ip
+            }
+        }
+    }
+
+    /// Warns about `sse:` options that are each valid but defeat one another.
+    fn sse_contradictions(&mut self, base: &str, explicit_write_timeout: bool, p: &SsePolicy) {
+        let at = |key: &str| format!("{base}.sse.{key}");
+        let secs = |d: Duration| duration::format(d);
+        if let (Some(heartbeat), Some(idle)) = (p.heartbeat, p.idle_timeout) {
+            if idle <= heartbeat {
+                self.warn_at_value(
+                    &at("idle_timeout"),
+                    format!(
+                        "idle_timeout ({}) is not longer than heartbeat ({}): a quiet stream is ended before its first heartbeat",
+                        secs(idle),
+                        secs(heartbeat)
+                    ),
+                );
+            }
+        }
+        if let Some(heartbeat) = p.heartbeat {
+            if p.write_timeout < heartbeat {
+                let key = if explicit_write_timeout {
+                    "write_timeout"
+                } else {
+                    "heartbeat"
+                };
+                self.warn_at_value(
+                    &at(key),
+                    format!(
+                        "write_timeout ({}{}) is shorter than heartbeat ({}): a client whose network stalls for less than one heartbeat interval is dropped",
+                        secs(p.write_timeout),
+                        if explicit_write_timeout { "" } else { ", the default" },
+                        secs(heartbeat)
+                    ),
+                );
+            }
+        }
+        if let (Some(per_client), Some(max)) = (p.max_streams_per_client, p.max_streams) {
+            if per_client > max {
+                self.warn_at_value(
+                    &at("max_streams_per_client"),
+                    format!(
+                        "max_streams_per_client ({per_client}) is more than max_streams ({max}): the per-client cap can never be reached"
+                    ),
+                );
+            }
+        }
+        if p.max_streams_per_client.is_none() && p.client_key != ClientKey::Ip {
+            self.warn_at_value(
+                &at("client_key"),
+                "client_key has no effect without max_streams_per_client",
+            );
+        }
     }
 }

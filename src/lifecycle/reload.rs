@@ -31,20 +31,23 @@ pub(crate) struct Reloader {
     routes: Arc<ArcSwap<RouteTable>>,
     /// What a reload cannot change, as it was at start-up.
     fixed: String,
+    /// `--strict`: a config with warnings is rejected.
+    strict: bool,
 }
 
 impl Reloader {
-    pub(crate) fn new(config: &Config, routes: Arc<ArcSwap<RouteTable>>) -> Self {
+    pub(crate) fn new(config: &Config, routes: Arc<ArcSwap<RouteTable>>, strict: bool) -> Self {
         Reloader {
             path: config.source.clone(),
             routes,
             fixed: fixed_settings(config),
+            strict,
         }
     }
 
     /// Re-reads the config file and, if it is valid, puts its routes and upstreams in force.
     pub(crate) fn reload(&self) {
-        let config = match config::load(&self.path) {
+        let config = match config::load_checked(&self.path, self.strict) {
             Ok(config) => config,
             Err(e) => {
                 log::error!("reload: config rejected, the one in force stays:\n{e}");

@@ -102,6 +102,7 @@ struct Families {
     request_duration: HistogramVec,
     streams_active: IntGaugeVec,
     streams_total: IntCounterVec,
+    stream_clients: IntGaugeVec,
     stream_events: IntCounterVec,
     stream_bytes: IntCounterVec,
     flush_latency: HistogramVec,
@@ -111,6 +112,7 @@ struct Families {
     heartbeats: IntCounterVec,
     upstream_errors: IntCounterVec,
     peer_healthy: IntGaugeVec,
+    peer_streams: IntGaugeVec,
     build_info: IntGaugeVec,
     config_info: IntGaugeVec,
     config_reloads: IntCounterVec,
@@ -143,6 +145,12 @@ static FAMILIES: Lazy<Families> = Lazy::new(|| {
         streams_total: register_int_counter_vec!(
             "ssegate_streams_total",
             "SSE streams opened.",
+            &["route"]
+        )
+        .expect(BUG),
+        stream_clients: register_int_gauge_vec!(
+            "ssegate_stream_clients",
+            "Clients with at least one SSE stream open, on routes with a per-client stream cap.",
             &["route"]
         )
         .expect(BUG),
@@ -200,6 +208,12 @@ static FAMILIES: Lazy<Families> = Lazy::new(|| {
         peer_healthy: register_int_gauge_vec!(
             "ssegate_upstream_peer_healthy",
             "Health of each upstream peer: 1 healthy, 0 not.",
+            &["upstream", "peer"]
+        )
+        .expect(BUG),
+        peer_streams: register_int_gauge_vec!(
+            "ssegate_upstream_streams_active",
+            "SSE streams open through this process to each upstream peer.",
             &["upstream", "peer"]
         )
         .expect(BUG),
@@ -347,6 +361,7 @@ impl Drop for RouteMetrics {
         remove_route(&f.request_duration, name);
         remove_route(&f.streams_active, name);
         remove_route(&f.streams_total, name);
+        remove_route(&f.stream_clients, name);
         remove_route(&f.stream_events, name);
         remove_route(&f.stream_bytes, name);
         remove_route(&f.flush_latency, name);
@@ -394,9 +409,22 @@ pub(crate) fn set_peer_healthy(upstream: &str, peer: &str, healthy: bool) {
         .set(i64::from(healthy));
 }
 
-/// Drops the health series of a peer that is no longer configured.
+/// The count of clients with streams open on a route with a per-client cap (see
+/// `routing::client_streams`).
+pub(crate) fn stream_clients(route: &str) -> IntGauge {
+    FAMILIES.stream_clients.with_label_values(&[route])
+}
+
+/// The open-stream count of one peer (see `upstream::pool`).
+pub(crate) fn peer_streams(upstream: &str, peer: &str) -> IntGauge {
+    FAMILIES.peer_streams.with_label_values(&[upstream, peer])
+}
+
+/// Drops the series of a peer that is no longer configured. Streams still open to it keep
+/// counting in a handle no scrape shows; a peer added back starts a new series.
 pub(crate) fn forget_peer(upstream: &str, peer: &str) {
     let _ = FAMILIES.peer_healthy.remove_label_values(&[upstream, peer]);
+    let _ = FAMILIES.peer_streams.remove_label_values(&[upstream, peer]);
 }
 
 /// Publishes the build version and the config in force (only `sha256` is set to 1).

@@ -39,14 +39,15 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::config::model::ClientKey;
 use crate::lifecycle::drain::{self, DrainSignal};
 use crate::observe::metrics::{CloseReason, RouteMetrics};
-use crate::routing::{self, RouteEntry, RouteTable, StreamSlot};
+use crate::routing::{self, ClientIdentity, Refusal, RouteEntry, RouteTable, StreamSlot};
 use crate::sse::stream::{self, StreamMeter};
 use relay::{ConnectionReturn, Finish, Relay};
 use report::{Report, RequestLine, Served};
 
-/// Seconds a client is told to wait when a route's stream limit is reached.
+/// Seconds a client is told to wait when a route's stream limit, or its own, is reached.
 const STREAM_LIMIT_RETRY_AFTER_SECS: u64 = 1;
 
 /// The `ProxyHttp` of ssegate: routes each request by the route table in force.
@@ -151,18 +152,19 @@ impl ProxyHttp for Proxy {
             return Ok(false);
         };
         session.set_write_timeout(Some(policy.write_timeout));
-        let Some(slot) = route.admit_stream() else {
-            let name = &route.config.name;
-            let retry_after = Some(STREAM_LIMIT_RETRY_AFTER_SECS);
-            responses::send_error(
-                session,
-                503,
-                Some(name),
-                "stream limit reached",
-                retry_after,
-            )
-            .await?;
-            return Ok(true);
+        let slot = route.admit_stream(|key| client_identity(session, key));
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let (status, reason) = match refusal {
+                    Refusal::RouteFull => (503, "stream limit reached"),
+                    Refusal::ClientFull => (429, "this client's stream limit is reached"),
+                };
+                let retry_after = Some(STREAM_LIMIT_RETRY_AFTER_SECS);
+                let name = &route.config.name;
+                responses::send_error(session, status, Some(name), reason, retry_after).await?;
+                return Ok(true);
+            }
         };
         ctx.slot = Some(slot);
         let key = balancing_key(session, route);
@@ -235,6 +237,9 @@ impl ProxyHttp for Proxy {
         if stream::is_stream(upstream_response, false) {
             stream::prepare_response(upstream_response)?;
             ctx.served.stream = Some(StreamMeter::open(ctx.metrics(), ctx.arrived));
+            if let (Some(route), Some(peer)) = (ctx.route(), ctx.served.peer) {
+                ctx.served.peer_stream = route.upstream.stream_opened(peer);
+            }
         }
         Ok(())
     }
@@ -330,8 +335,9 @@ impl ProxyHttp for Proxy {
                 path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
             }
         });
-        // Close the stream (metrics) and free its slot now rather than whenever ctx is dropped.
+        // Close the stream (metrics) and free its slots now rather than whenever ctx is dropped.
         ctx.served.stream = None;
+        ctx.served.peer_stream = None;
         ctx.slot = None;
     }
 }
@@ -353,6 +359,24 @@ fn end_at_drain(stream: &mut StreamMeter, body: &mut Option<Bytes>) {
     out.extend_from_slice(retry.as_bytes());
     *body = Some(Bytes::from(out));
     stream.set_close_reason(CloseReason::Drain);
+}
+
+/// Who a request comes from, as a route's `client_key` says: the client's IP address, or the
+/// value of a header (the IP address when the request has no such header).
+fn client_identity<'a>(session: &'a Session, key: &ClientKey) -> ClientIdentity<'a> {
+    if let ClientKey::Header(name) = key {
+        if let Some(value) = session.req_header().headers.get(name) {
+            return ClientIdentity::Header(value.as_bytes());
+        }
+    }
+    let ip = session.client_addr().and_then(|a| a.as_inet()).map_or(
+        std::net::Ipv6Addr::UNSPECIFIED,
+        |a| match a.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            std::net::IpAddr::V6(v6) => v6,
+        },
+    );
+    ClientIdentity::Ip(ip.octets())
 }
 
 /// The balancing key of a request: the client's IP address for `consistent_hash`, nothing for

@@ -13,15 +13,16 @@ use crate::observe::access_log;
 use crate::observe::metrics::{CloseReason, RouteMetrics};
 use crate::proxy::failure;
 use crate::sse::stream::StreamMeter;
-use crate::upstream::Tried;
+use crate::upstream::{PeerStream, Tried};
 
 /// What serving a request produced, besides the response: the peer it went to, the peers it
-/// failed to connect to first, and, for a stream, its meter.
+/// failed to connect to first, and, for a stream, its meter and its place in the peer's count.
 #[derive(Default)]
 pub(crate) struct Served {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) tried: Tried,
     pub(crate) stream: Option<StreamMeter>,
+    pub(crate) peer_stream: Option<PeerStream>,
 }
 
 /// The request as the access log names it.

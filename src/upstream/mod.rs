@@ -5,4 +5,4 @@ mod health;
 mod pool;
 
 pub(crate) use health::HealthCheckService;
-pub(crate) use pool::{Tried, UpstreamPool, NO_HEALTHY_PEER};
+pub(crate) use pool::{PeerStream, Tried, UpstreamPool, NO_HEALTHY_PEER};

@@ -2,6 +2,14 @@
 //! peer-selection rule every request follows, and the per-request [`HttpPeer`] with the
 //! upstream's timeouts.
 //!
+//! # Streams per peer
+//! Every stream a request opens to a peer is counted in that peer's gauge
+//! (`ssegate_upstream_streams_active`) for as long as it is open ([`PeerStream`]), whatever the
+//! balance. `least_streams` picks from those counts: the healthy untried peer with the fewest,
+//! ties broken by a rotating start, which is round robin among equals. The counts are the
+//! gauges themselves, shared by label, so a pool a reload rebuilds sees the streams the old pool
+//! still carries.
+//!
 //! # Failover
 //! A request tries a healthy peer it has not tried yet ([`UpstreamPool::select`] with the
 //! request's [`Tried`] list); when connecting fails, [`UpstreamPool::connect_failed`] logs it,
@@ -10,7 +18,7 @@
 //! and `fail_to_connect`, and the relay's own connector.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -20,6 +28,7 @@ use pingora_load_balancing::selection::{
     BackendIter, BackendSelection, Consistent, Random, RoundRobin,
 };
 use pingora_load_balancing::{Backend, LoadBalancer};
+use prometheus::IntGauge;
 
 use super::health;
 use crate::config::model::{Balance, Upstream};
@@ -38,6 +47,28 @@ pub(crate) struct UpstreamPool {
     id: u64,
     pub(crate) config: Upstream,
     balancer: Balancer,
+    /// Each peer with its open-stream count, in config order.
+    peers: Vec<Peer>,
+    /// Where `least_streams` starts looking, moved on by each pick.
+    next: AtomicUsize,
+}
+
+struct Peer {
+    addr: SocketAddr,
+    /// The balancer's entry for this peer, to ask its health.
+    backend: Backend,
+    streams: IntGauge,
+}
+
+/// One stream open to a peer, counted in the peer's `ssegate_upstream_streams_active` until
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct PeerStream(IntGauge);
+
+impl Drop for PeerStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The peers one request has tried and failed to connect to; empty (and unallocated) for
@@ -48,6 +79,8 @@ enum Balancer {
     RoundRobin(Arc<LoadBalancer<RoundRobin>>),
     Random(Arc<LoadBalancer<Random>>),
     Consistent(Arc<LoadBalancer<Consistent>>),
+    /// The balancer holds the peers and their health; [`UpstreamPool::least_streams`] picks.
+    LeastStreams(Arc<LoadBalancer<RoundRobin>>),
 }
 
 impl UpstreamPool {
@@ -61,11 +94,23 @@ impl UpstreamPool {
             Balance::RoundRobin => Balancer::RoundRobin(balancer(u)),
             Balance::Random => Balancer::Random(balancer(u)),
             Balance::ConsistentHash => Balancer::Consistent(balancer(u)),
+            Balance::LeastStreams => Balancer::LeastStreams(balancer(u)),
         };
+        let peers = u
+            .peers
+            .iter()
+            .map(|addr| Peer {
+                addr: *addr,
+                backend: backend(*addr),
+                streams: metrics::peer_streams(&u.name, &addr.to_string()),
+            })
+            .collect();
         Arc::new(UpstreamPool {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             config: u.clone(),
             balancer,
+            peers,
+            next: AtomicUsize::new(0),
         })
     }
 
@@ -79,6 +124,7 @@ impl UpstreamPool {
             Balancer::RoundRobin(lb) => lb.backends().run_health_check(true).await,
             Balancer::Random(lb) => lb.backends().run_health_check(true).await,
             Balancer::Consistent(lb) => lb.backends().run_health_check(true).await,
+            Balancer::LeastStreams(lb) => lb.backends().run_health_check(true).await,
         }
     }
 
@@ -101,8 +147,40 @@ impl UpstreamPool {
             Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
             Balancer::Random(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
             Balancer::Consistent(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+            Balancer::LeastStreams(lb) => return self.least_streams(lb.backends(), tried),
         }?;
         backend.addr.as_inet().copied()
+    }
+
+    /// The healthy peer not in `tried` with the fewest open streams; among equals, the first
+    /// from a start that moves on at every pick.
+    fn least_streams(
+        &self,
+        backends: &pingora_load_balancing::Backends,
+        tried: &[SocketAddr],
+    ) -> Option<SocketAddr> {
+        let n = self.peers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut best: Option<(i64, SocketAddr)> = None;
+        for i in 0..n {
+            let peer = &self.peers[(start + i) % n];
+            if tried.contains(&peer.addr) || !backends.ready(&peer.backend) {
+                continue;
+            }
+            let open = peer.streams.get();
+            if best.is_none_or(|(fewest, _)| open < fewest) {
+                best = Some((open, peer.addr));
+            }
+        }
+        best.map(|(_, addr)| addr)
+    }
+
+    /// Counts a stream opened to `addr` until the returned guard drops; `None` for an address
+    /// that is not a peer of this pool.
+    pub(crate) fn stream_opened(&self, addr: SocketAddr) -> Option<PeerStream> {
+        let peer = self.peers.iter().find(|p| p.addr == addr)?;
+        peer.streams.inc();
+        Some(PeerStream(peer.streams.clone()))
     }
 
     /// Records that connecting to `addr` failed with `error`: logs it and adds the peer to the
@@ -134,6 +212,7 @@ impl UpstreamPool {
             Balancer::RoundRobin(lb) => untried_healthy(lb.backends()),
             Balancer::Random(lb) => untried_healthy(lb.backends()),
             Balancer::Consistent(lb) => untried_healthy(lb.backends()),
+            Balancer::LeastStreams(lb) => untried_healthy(lb.backends()),
         }
     }
 
@@ -160,11 +239,7 @@ where
     S: BackendSelection + Send + Sync + 'static,
     S::Iter: BackendIter,
 {
-    let backends = u.peers.iter().map(|addr| Backend {
-        addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(*addr),
-        weight: 1,
-        ext: Default::default(),
-    });
+    let backends = u.peers.iter().map(|addr| backend(*addr));
     let discovery = pingora_load_balancing::discovery::Static::new(backends.collect());
     let mut lb = LoadBalancer::<S>::from_backends(pingora_load_balancing::Backends::new(discovery));
     if let Some(hc) = &u.health_check {
@@ -172,6 +247,15 @@ where
     }
     refresh_now(&lb);
     Arc::new(lb)
+}
+
+/// The balancer's entry for peer `addr`: every peer weighs the same.
+fn backend(addr: SocketAddr) -> Backend {
+    Backend {
+        addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(addr),
+        weight: 1,
+        ext: Default::default(),
+    }
 }
 
 /// Fills the selector before the first request. Static discovery completes at once and cannot

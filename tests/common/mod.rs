@@ -5,6 +5,7 @@
 pub mod client;
 pub mod gateway;
 pub mod raw;
+pub mod tls;
 pub mod upstream;
 
 use std::net::TcpListener;

@@ -45,6 +45,7 @@ use crate::proxy::headers;
 use crate::proxy::report::{self, Report, RequestLine, Served};
 use crate::routing::{RouteEntry, StreamSlot};
 use crate::sse::stream::{self, StreamMeter};
+use crate::upstream::PeerStream;
 use client::{ClientSide, OwnedClient, SessionClient};
 use upstream::{Connector, Response, UpstreamBody};
 
@@ -150,6 +151,7 @@ impl Relay {
             connector: self.connector.clone(),
             connections: self.connections.clone(),
             slot: slot.take(),
+            peer_stream: served.peer_stream.take(),
             line,
             status,
             peer: served.peer,
@@ -186,7 +188,10 @@ impl Relay {
             let connection = self
                 .connector
                 .connect(&route.upstream, key, &mut served.tried, |addr| {
-                    served.peer = Some(addr)
+                    // On a marked route a request counts as a stream to its peer from the
+                    // moment the peer is chosen, so a burst of streams spreads at once.
+                    served.peer = Some(addr);
+                    served.peer_stream = route.upstream.stream_opened(addr);
                 })
                 .await?;
             let reused = connection.reused;
@@ -309,6 +314,7 @@ struct StreamTask {
     connector: Arc<Connector>,
     connections: Arc<ConnectionReturn>,
     slot: Option<StreamSlot>,
+    peer_stream: Option<PeerStream>,
     line: Option<OwnedLine>,
     status: u16,
     peer: Option<std::net::SocketAddr>,
@@ -358,9 +364,10 @@ impl StreamTask {
                     path: "-",
                 },
             });
-            // Close the stream (metrics) and free its slot before serving anything else.
+            // Close the stream (metrics) and free its slots before serving anything else.
             drop(self.stats);
             drop(self.slot);
+            drop(self.peer_stream);
             if reason != CloseReason::UpstreamEnd {
                 return;
             }
