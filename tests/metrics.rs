@@ -1,12 +1,13 @@
-//! The Prometheus metrics of a running ssegate: exact counts after known traffic, and no
-//! dashboard panel that asks for a metric the binary does not export.
+//! The Prometheus metrics of a running ssegate: exact counts after known traffic, resumes and
+//! event gaps on both paths (the relay and Pingora's proxy loop), and no dashboard panel that
+//! asks for a metric the binary does not export.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::client;
+use common::client::{self, Response};
 use common::gateway::{sample_value, Gateway};
 use common::upstream::{Behavior, Upstream};
 
@@ -119,6 +120,12 @@ async fn counters_gauges_and_histograms_match_the_traffic_sent() {
             0.0,
         ),
         ("ssegate_stream_heartbeats_total{route=\"stream\"}", 0.0),
+        ("ssegate_stream_resumes_total{route=\"stream\"}", 0.0),
+        // Five events in five deliveries per stream: four gaps each.
+        (
+            "ssegate_stream_event_gap_seconds_count{route=\"stream\"}",
+            12.0,
+        ),
         ("ssegate_build_info{version=\"0.1.0\"}", 1.0),
     ];
     for (sample, want) in expected {
@@ -164,6 +171,146 @@ async fn every_metric_the_dashboard_uses_is_exported() {
         assert!(
             text.contains(&format!("# TYPE {family} ")),
             "the dashboard uses {name}, which ssegate does not export"
+        );
+    }
+}
+
+/// Routes to `upstream` on both paths: `relayed` is marked `sse` (with the options `sse`), so
+/// ssegate's relay serves it; `proxied` is not, so Pingora's proxy loop does.
+fn both_paths(upstream: &Upstream, sse: &str) -> String {
+    format!(
+        "upstreams:\n  events:\n    peers: [{}]\n\
+         routes:\n  - {{ name: relayed, match: {{ path_prefix: /relayed }}, upstream: events, sse: {sse} }}\n  \
+         - {{ name: proxied, match: {{ path_prefix: /proxied }}, upstream: events }}\n",
+        upstream.addr
+    )
+}
+
+async fn get_with_last_event_id(gw: &Gateway, path: &str, id: Option<&str>) -> Response {
+    let headers: Vec<(&str, &str)> = id.map(|id| ("Last-Event-ID", id)).into_iter().collect();
+    client::request(gw.addr, "GET", path, &headers, None)
+        .await
+        .unwrap()
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_opened_with_a_last_event_id_count_as_resumes_on_both_paths() {
+    let upstream = Upstream::start(Behavior::Sse {
+        interval: Duration::from_millis(10),
+        count: Some(1),
+        end: true,
+    })
+    .await;
+    let gw = Gateway::start(&both_paths(&upstream, "true")).await;
+    for route in ["relayed", "proxied"] {
+        // A fresh stream, a reconnection, and an empty id (no position to resume from).
+        for id in [None, Some("41"), Some("")] {
+            let resp = get_with_last_event_id(&gw, &format!("/{route}"), id).await;
+            assert_eq!(resp.status, 200, "{route} {id:?}");
+            assert!(resp.text().await.unwrap().contains("data: "), "{route}");
+        }
+    }
+    // A reconnection that opens no stream is no resume.
+    let missed = get_with_last_event_id(&gw, "/nowhere", Some("41")).await;
+    assert_eq!(missed.status, 404);
+
+    for route in ["relayed", "proxied"] {
+        gw.expect_metric(&format!("ssegate_streams_total{{route=\"{route}\"}}"), 3.0)
+            .await;
+        gw.expect_metric(
+            &format!("ssegate_stream_resumes_total{{route=\"{route}\"}}"),
+            1.0,
+        )
+        .await;
+    }
+    gw.expect_metric(
+        "ssegate_requests_total{route=\"unmatched\",status=\"404\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        gw.metric("ssegate_stream_resumes_total{route=\"unmatched\"}")
+            .await,
+        Some(0.0)
+    );
+    // The upstream saw each id as sent: counting a resume changes nothing on the wire.
+    let ids: Vec<Option<String>> = upstream
+        .proxied()
+        .iter()
+        .map(|r| r.header("last-event-id").map(str::to_string))
+        .collect();
+    let sent = [None, Some("41".to_string()), Some(String::new())];
+    assert_eq!(ids, [sent.clone(), sent].concat());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_gaps_are_observed_once_per_delivery_with_events_on_both_paths() {
+    // Five events in four deliveries with events: gaps of about 160 ms, 160 ms (one delivery
+    // with two events) and 600 ms (over an upstream comment and an event sent in two halves).
+    let ms = Duration::from_millis;
+    let upstream = Upstream::start(Behavior::Script {
+        pieces: vec![
+            (ms(0), "data: 1\n\n"),
+            (ms(160), "data: 2\n\n"),
+            (ms(160), "data: 3\n\ndata: 4\n\n"),
+            (ms(200), ": upstream comment\n\n"),
+            (ms(200), "data: 5"),
+            (ms(200), "\n\n"),
+        ],
+        end: true,
+    })
+    .await;
+    // Heartbeats on the relayed route fill the spells between events; they are no events.
+    let gw = Gateway::start(&both_paths(&upstream, "{ heartbeat: 50ms }")).await;
+
+    let read_all = |route: &'static str| {
+        let gw = &gw;
+        async move {
+            let start = std::time::Instant::now();
+            let body = client::get(gw.addr, &format!("/{route}"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            (start.elapsed(), body)
+        }
+    };
+    let (relayed, proxied) = tokio::join!(read_all("relayed"), read_all("proxied"));
+    assert!(relayed.1.contains(": keepalive"), "{}", relayed.1);
+
+    for (route, (elapsed, body)) in [("relayed", relayed), ("proxied", proxied)] {
+        assert!(body.contains("data: 5\n\n"), "{route}: {body}");
+        let series = |suffix: &str, le: Option<&str>| match le {
+            Some(le) => format!(
+                "ssegate_stream_event_gap_seconds_{suffix}{{route=\"{route}\",le=\"{le}\"}}"
+            ),
+            None => format!("ssegate_stream_event_gap_seconds_{suffix}{{route=\"{route}\"}}"),
+        };
+        gw.expect_metric(&series("count", None), 3.0).await;
+        gw.expect_metric(
+            &format!("ssegate_stream_events_total{{route=\"{route}\"}}"),
+            5.0,
+        )
+        .await;
+        let text = gw.scrape().await;
+        let value = |sample: &str| {
+            sample_value(&text, sample).unwrap_or_else(|| panic!("{sample} missing:\n{text}"))
+        };
+        // Each gap in its bucket: none under 100 ms (so no zero for the second event of a
+        // delivery, no heartbeat), two up to 250 ms, the long one between 500 ms and 1 s.
+        for (le, want) in [("0.1", 0.0), ("0.25", 2.0), ("0.5", 2.0), ("1", 3.0)] {
+            assert_eq!(value(&series("bucket", Some(le))), want, "{route} le={le}");
+        }
+        // The gaps add up to the time from the first event's delivery to the last one's:
+        // at least the upstream's spacing (less a little for unequal latencies), at most the
+        // whole request as the client saw it.
+        let sum = value(&series("sum", None));
+        assert!(sum >= 0.92 - 0.05, "{route}: sum {sum}");
+        assert!(
+            sum <= elapsed.as_secs_f64(),
+            "{route}: sum {sum} > {elapsed:?}"
         );
     }
 }

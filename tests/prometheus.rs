@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::client;
-use common::gateway::Gateway;
+use common::gateway::{sample_value, Gateway};
 use common::upstream::{Behavior, Upstream};
 
 struct Prometheus {
@@ -120,12 +120,17 @@ fn as_grafana_sends_it(expr: &str) -> String {
         .replace("$job", ".*")
 }
 
-/// Keeps SSE traffic of every kind flowing: long streams, short ones the client drops, streams
-/// the upstream ends, 404s and 502s.
+/// Keeps SSE traffic of every kind flowing: long streams, short ones the client drops, a
+/// reconnection with `Last-Event-ID`, streams of several events the upstream ends, 404s and
+/// 502s.
 async fn traffic(gw: SocketAddr) {
     loop {
         if let Ok(mut resp) = client::get(gw, "/events").await {
             let _ = resp.next_event().await;
+        }
+        let resume = [("Last-Event-ID", "1")];
+        if let Ok(resp) = client::request(gw, "GET", "/events", &resume, None).await {
+            let _ = client::Response::from(resp).next_event().await;
         }
         if let Ok(resp) = client::get(gw, "/finite").await {
             let _ = resp.text().await;
@@ -151,8 +156,8 @@ fn require(binary: &str) {
     );
 }
 
-/// Whether a scrape has counted traffic of every kind: a finished stream, an upstream error
-/// and a 404.
+/// Whether a scrape has counted traffic of every kind: a finished stream, an upstream error,
+/// a 404, a resumed stream and a gap between events.
 fn counts_every_kind(scrape: &str) -> bool {
     let has = |family: &str, label: &str| {
         scrape
@@ -163,6 +168,13 @@ fn counts_every_kind(scrape: &str) -> bool {
         && has("ssegate_upstream_errors_total", "route=\"dead\"")
         && has("ssegate_requests_total", "status=\"404\"")
         && has("ssegate_streams_active", "route=\"events\"")
+        && sample_value(scrape, "ssegate_stream_resumes_total{route=\"events\"}")
+            .is_some_and(|n| n > 0.0)
+        && sample_value(
+            scrape,
+            "ssegate_stream_event_gap_seconds_count{route=\"finite\"}",
+        )
+        .is_some_and(|n| n > 0.0)
 }
 
 /// The dashboard's queries (and variables) that return no data from `prometheus` yet.

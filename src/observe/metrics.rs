@@ -39,6 +39,12 @@ const FIRST_EVENT_BUCKETS: &[f64] = &[
 const STREAM_DURATION_BUCKETS: &[f64] = &[
     0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0,
 ];
+/// From 1 ms to 1 h: tokens of an LLM stream come tens of ms apart, a notification feed may be
+/// quiet for minutes; 15, 30, 60, 120, 300 and 600 s are the usual heartbeat and idle settings.
+const EVENT_GAP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
 
 /// Why a stream ended: the `reason` label of `ssegate_stream_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +109,12 @@ struct Families {
     streams_active: IntGaugeVec,
     streams_total: IntCounterVec,
     stream_clients: IntGaugeVec,
+    stream_resumes: IntCounterVec,
     stream_events: IntCounterVec,
     stream_bytes: IntCounterVec,
     flush_latency: HistogramVec,
     first_event: HistogramVec,
+    event_gap: HistogramVec,
     stream_duration: HistogramVec,
     stream_closed: IntCounterVec,
     heartbeats: IntCounterVec,
@@ -154,6 +162,12 @@ static FAMILIES: Lazy<Families> = Lazy::new(|| {
             &["route"]
         )
         .expect(BUG),
+        stream_resumes: register_int_counter_vec!(
+            "ssegate_stream_resumes_total",
+            "SSE streams opened with a non-empty Last-Event-ID request header (reconnections).",
+            &["route"]
+        )
+        .expect(BUG),
         stream_events: register_int_counter_vec!(
             "ssegate_stream_events_total",
             "SSE events passed to clients, counted at event boundaries.",
@@ -178,6 +192,13 @@ static FAMILIES: Lazy<Families> = Lazy::new(|| {
             "From request arrival to the first SSE event passed to the client.",
             &["route"],
             FIRST_EVENT_BUCKETS.to_vec()
+        )
+        .expect(BUG),
+        event_gap: register_histogram_vec!(
+            "ssegate_stream_event_gap_seconds",
+            "Time between deliveries of SSE events on one stream (heartbeats excluded).",
+            &["route"],
+            EVENT_GAP_BUCKETS.to_vec()
         )
         .expect(BUG),
         stream_duration: register_histogram_vec!(
@@ -257,10 +278,12 @@ pub(crate) struct RouteMetrics {
     name: String,
     pub(crate) streams_active: IntGauge,
     pub(crate) streams_total: IntCounter,
+    pub(crate) resumes: IntCounter,
     pub(crate) events: IntCounter,
     pub(crate) bytes: IntCounter,
     pub(crate) flush_latency: Histogram,
     pub(crate) first_event: Histogram,
+    pub(crate) event_gap: Histogram,
     pub(crate) stream_duration: Histogram,
     pub(crate) request_duration: Histogram,
     pub(crate) heartbeats: IntCounter,
@@ -300,10 +323,12 @@ impl RouteMetrics {
             name: name.to_string(),
             streams_active: f.streams_active.with_label_values(&route),
             streams_total: f.streams_total.with_label_values(&route),
+            resumes: f.stream_resumes.with_label_values(&route),
             events: f.stream_events.with_label_values(&route),
             bytes: f.stream_bytes.with_label_values(&route),
             flush_latency: f.flush_latency.with_label_values(&route),
             first_event: f.first_event.with_label_values(&route),
+            event_gap: f.event_gap.with_label_values(&route),
             stream_duration: f.stream_duration.with_label_values(&route),
             request_duration: f.request_duration.with_label_values(&route),
             heartbeats: f.heartbeats.with_label_values(&route),
@@ -362,10 +387,12 @@ impl Drop for RouteMetrics {
         remove_route(&f.streams_active, name);
         remove_route(&f.streams_total, name);
         remove_route(&f.stream_clients, name);
+        remove_route(&f.stream_resumes, name);
         remove_route(&f.stream_events, name);
         remove_route(&f.stream_bytes, name);
         remove_route(&f.flush_latency, name);
         remove_route(&f.first_event, name);
+        remove_route(&f.event_gap, name);
         remove_route(&f.stream_duration, name);
         remove_route(&f.stream_closed, name);
         remove_route(&f.heartbeats, name);

@@ -230,13 +230,14 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if stream::is_stream(upstream_response, false) {
             stream::prepare_response(upstream_response)?;
-            ctx.served.stream = Some(StreamMeter::open(ctx.metrics(), ctx.arrived));
+            let resumed = stream::is_resume(session.req_header());
+            ctx.served.stream = Some(StreamMeter::open(ctx.metrics(), ctx.arrived, resumed));
             if let (Some(route), Some(peer)) = (ctx.route(), ctx.served.peer) {
                 ctx.served.peer_stream = route.upstream.stream_opened(peer);
             }

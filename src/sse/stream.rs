@@ -32,6 +32,15 @@
 //!   (`response_body_filter`), which then writes and flushes it at once.
 //! - Events are counted at event boundaries ([`EventScanner`]); the first one observes the time
 //!   to first event from the request's arrival.
+//! - A stream is a resume when its request carries a non-empty `Last-Event-ID` ([`is_resume`]),
+//!   counted when the stream opens.
+//! - The event gap is observed once per delivery (one write on the relay, one chunk handed to
+//!   Pingora's writer on the proxy path) that completes at least one event, after the stream's
+//!   first such delivery: the time since the previous delivery that completed an event, both
+//!   taken at delivery. Several events completed by one delivery reached the client together and
+//!   make one observation, not one per event with zeros for the rest. Heartbeats, the upstream's
+//!   own comment blocks and the bytes of an event not yet complete are no events: they neither
+//!   observe a gap nor restart it. The quiet spell before a stream ends is not a gap.
 //! - A stream's duration and close reason are recorded, and the open-streams gauge decremented,
 //!   when [`StreamMeter`] is dropped, so the gauge returns to 0 however a stream ends.
 
@@ -58,6 +67,17 @@ fn is_event_stream(resp: &ResponseHeader) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// Whether a stream for `req` resumes an earlier one: the request carries a `Last-Event-ID`
+/// that is not empty. An `EventSource` sends the header only when it has a last event id (and
+/// an empty `id:` field clears it), so an empty value is no position to resume from: the
+/// upstream starts such a stream afresh, and it is not counted.
+pub(crate) fn is_resume(req: &RequestHeader) -> bool {
+    req.headers
+        .get_all("last-event-id")
+        .iter()
+        .any(|id| !id.as_bytes().trim_ascii().is_empty())
 }
 
 /// Frames a relayed response for the client of `req`. An HTTP/1.0 client cannot read chunks
@@ -106,6 +126,9 @@ pub(crate) struct StreamMeter {
     opened: Instant,
     scanner: EventScanner,
     events: u64,
+    /// When the last delivery that completed an event reached the client; `None` before the
+    /// first event.
+    last_event_at: Option<Instant>,
     bytes: u64,
     /// Arrival time and length of upstream chunks not yet handed to the client.
     in_flight: VecDeque<(Instant, usize)>,
@@ -115,15 +138,21 @@ pub(crate) struct StreamMeter {
 }
 
 impl StreamMeter {
-    pub(crate) fn open(metrics: &Arc<RouteMetrics>, request_start: Instant) -> Self {
+    /// Opens the meter of a stream whose request arrived at `request_start`; `resumed` if the
+    /// request resumes an earlier stream ([`is_resume`]).
+    pub(crate) fn open(metrics: &Arc<RouteMetrics>, request_start: Instant, resumed: bool) -> Self {
         metrics.streams_total.inc();
         metrics.streams_active.inc();
+        if resumed {
+            metrics.resumes.inc();
+        }
         StreamMeter {
             metrics: metrics.clone(),
             request_start,
             opened: Instant::now(),
             scanner: EventScanner::default(),
             events: 0,
+            last_event_at: None,
             bytes: 0,
             in_flight: VecDeque::new(),
             close_reason: None,
@@ -176,13 +205,21 @@ impl StreamMeter {
         now
     }
 
+    /// Counts a delivery at `now` of `len` bytes that completed `events` events: the first
+    /// event's latency, then one event gap per delivery with events (see the module doc).
     fn count(&mut self, now: Instant, len: usize, events: u64) {
         if events > 0 {
-            if self.events == 0 {
-                self.metrics
+            match self.last_event_at {
+                Some(previous) => self
+                    .metrics
+                    .event_gap
+                    .observe(now.saturating_duration_since(previous).as_secs_f64()),
+                None => self
+                    .metrics
                     .first_event
-                    .observe((now - self.request_start).as_secs_f64());
+                    .observe((now - self.request_start).as_secs_f64()),
             }
+            self.last_event_at = Some(now);
             self.events += events;
             self.metrics.events.inc_by(events);
         }
@@ -295,6 +332,109 @@ mod tests {
             "private, max-age=0",
             "the upstream's own Cache-Control is kept"
         );
+    }
+
+    fn with_last_event_id(values: &[&str]) -> RequestHeader {
+        let mut req = request("GET", http::Version::HTTP_11);
+        for value in values {
+            req.append_header("Last-Event-ID", *value).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn a_resume_is_a_request_with_a_last_event_id_that_is_not_empty() {
+        assert!(!is_resume(&with_last_event_id(&[])));
+        assert!(!is_resume(&with_last_event_id(&[""])));
+        assert!(!is_resume(&with_last_event_id(&["  "])));
+        assert!(is_resume(&with_last_event_id(&["41"])));
+        assert!(is_resume(&with_last_event_id(&["abc-41"])));
+        assert!(is_resume(&with_last_event_id(&["", "41"])));
+    }
+
+    #[test]
+    fn a_stream_opened_as_a_resume_is_counted_once() {
+        let metrics = Arc::new(RouteMetrics::new("meter-unit-resumes"));
+        let fresh = StreamMeter::open(&metrics, Instant::now(), false);
+        assert_eq!(metrics.resumes.get(), 0);
+        let resumed = StreamMeter::open(&metrics, Instant::now(), true);
+        assert_eq!(metrics.resumes.get(), 1);
+        assert_eq!(metrics.streams_total.get(), 2);
+        drop((fresh, resumed));
+        assert_eq!(
+            metrics.resumes.get(),
+            1,
+            "closing a stream counts nothing more"
+        );
+    }
+
+    /// `(count, sum)` of the event gap histogram.
+    fn gaps(metrics: &RouteMetrics) -> (u64, f64) {
+        (
+            metrics.event_gap.get_sample_count(),
+            metrics.event_gap.get_sample_sum(),
+        )
+    }
+
+    #[test]
+    fn one_gap_per_delivery_with_events_measured_from_the_previous_one() {
+        let metrics = Arc::new(RouteMetrics::new("meter-unit-gaps"));
+        let start = Instant::now();
+        let mut meter = StreamMeter::open(&metrics, start, false);
+        let at = |ms: u64| start + std::time::Duration::from_millis(ms);
+
+        meter.count(at(100), 10, 0);
+        assert_eq!(gaps(&metrics), (0, 0.0), "no event yet");
+        meter.count(at(200), 10, 1);
+        assert_eq!(gaps(&metrics), (0, 0.0), "the first event has no gap");
+        assert_eq!(metrics.first_event.get_sample_count(), 1);
+
+        meter.count(at(450), 10, 0);
+        assert_eq!(
+            gaps(&metrics),
+            (0, 0.0),
+            "a delivery without events is no gap"
+        );
+        meter.heartbeat_sent();
+        assert_eq!(gaps(&metrics), (0, 0.0), "a heartbeat is no event");
+
+        meter.count(at(700), 30, 3);
+        assert_eq!(
+            gaps(&metrics),
+            (1, 0.5),
+            "three events in one delivery: one gap"
+        );
+        meter.count(at(950), 10, 1);
+        assert_eq!(
+            gaps(&metrics),
+            (2, 0.75),
+            "measured from the previous delivery"
+        );
+        assert_eq!(metrics.first_event.get_sample_count(), 1);
+        assert_eq!(meter.events(), 5);
+    }
+
+    #[test]
+    fn both_delivery_paths_observe_gaps_at_event_ends() {
+        let metrics = Arc::new(RouteMetrics::new("meter-unit-gap-paths"));
+        let mut meter = StreamMeter::open(&metrics, Instant::now(), false);
+        // The proxy path: chunks as handed to Pingora's writer.
+        let before_first = Instant::now();
+        meter.chunk_sent(b"data: 1\n\n");
+        meter.chunk_sent(b": upstream comment\n\ndata: par");
+        assert_eq!(gaps(&metrics).0, 0);
+        meter.chunk_sent(b"tial\n\n");
+        let (count, sum) = gaps(&metrics);
+        assert_eq!(count, 1, "the event's end is its delivery");
+        assert!(sum <= before_first.elapsed().as_secs_f64(), "{sum}");
+        // The relay's path: scan, write, delivered.
+        let events = meter.scan(b"data: 3\n\ndata: 4\n\n");
+        meter.delivered(Instant::now(), 18, events);
+        assert_eq!(gaps(&metrics).0, 2);
+        let events = meter.scan(b": keepalive\n\n");
+        meter.delivered(Instant::now(), 13, events);
+        assert_eq!(gaps(&metrics).0, 2, "a comment block is no event");
+        assert_eq!(meter.events(), 4);
     }
 
     #[test]

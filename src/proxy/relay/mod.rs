@@ -117,7 +117,8 @@ impl Relay {
         stream::frame_for_client(&mut header, session.req_header())?;
         let status = header.status.as_u16();
         header_to_client(session, header).await?;
-        let stats = StreamMeter::open(&route.metrics, arrived);
+        let resumed = stream::is_resume(session.req_header());
+        let stats = StreamMeter::open(&route.metrics, arrived, resumed);
 
         let chunked = session.response_written().is_some_and(is_chunked);
         let line = access_log_line(session);

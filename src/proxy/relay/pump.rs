@@ -235,7 +235,7 @@ mod tests {
         let done = tokio::spawn(async move {
             let mut body = UpstreamBody::from_stream(Box::new(relay_side), Framing::UntilClose);
             let metrics = Arc::new(RouteMetrics::new("relay-unit-test"));
-            let mut meter = StreamMeter::open(&metrics, Instant::now());
+            let mut meter = StreamMeter::open(&metrics, Instant::now(), false);
             pump(&mut sink, &mut body, &mut meter, &policy, &drain).await
         });
         Relayed {
