@@ -146,7 +146,7 @@ async fn counters_gauges_and_histograms_match_the_traffic_sent() {
 async fn every_metric_the_dashboard_uses_is_exported() {
     let upstream = Upstream::start(Behavior::Text("ok".into())).await;
     let gw = Gateway::start(&format!(
-        "upstreams:\n  app:\n    peers: [{}]\nroutes:\n  - {{ name: app, match: {{ path_prefix: / }}, upstream: app, sse: true }}\n",
+        "upstreams:\n  app:\n    peers: [{}]\nroutes:\n  - {{ name: app, match: {{ path_prefix: / }}, upstream: app, sse: {{ max_streams_per_client: 5 }} }}\n",
         upstream.addr
     ))
     .await;

@@ -233,9 +233,9 @@ async fn prometheus_scrapes_ssegate_and_every_dashboard_query_has_data() {
     .await;
     let dead = common::dead_peer();
     let gw = Gateway::start(&format!(
-        "upstreams:\n  endless:\n    peers: [{}]\n    health_check: {{ interval: 1s }}\n  \
+        "upstreams:\n  endless:\n    peers: [{}]\n    balance: least_streams\n    health_check: {{ interval: 1s }}\n  \
          finite:\n    peers: [{}]\n  dead:\n    peers: [{dead}]\n\
-         routes:\n  - {{ name: events, match: {{ path_prefix: /events }}, upstream: endless, sse: true }}\n  \
+         routes:\n  - {{ name: events, match: {{ path_prefix: /events }}, upstream: endless, sse: {{ max_streams_per_client: 100 }} }}\n  \
          - {{ name: finite, match: {{ path_prefix: /finite }}, upstream: finite, sse: true }}\n  \
          - {{ name: dead, match: {{ path_prefix: /dead }}, upstream: dead }}\n",
         endless.addr, finite.addr
