@@ -1,5 +1,5 @@
 //! The options of routes marked `sse`, through the real binary: heartbeats on quiet streams,
-//! the idle timeout, and the drain of open streams on graceful shutdown.
+//! the idle timeout, `max_lifetime`, and the drain of open streams on graceful shutdown.
 
 mod common;
 
@@ -339,4 +339,58 @@ async fn consistent_hash_fails_over_from_a_dead_peer() {
             "the live peer answers whatever the hash picks"
         );
     }
+}
+
+/// `max_lifetime` ends each stream after its lifetime (±10 %) at an event boundary with a
+/// `retry:` line; an `EventSource` reconnects with `Last-Event-ID` and misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_lifetime_ends_streams_with_retry_and_clients_resume_without_a_gap() {
+    let up = Upstream::start(Behavior::Resumable { interval: ms(50) }).await;
+    let gw = Gateway::start(&route(&up, "{ max_lifetime: 1s }")).await;
+    let mut source = testkit::client::EventSource::new(gw.addr, "/feed", ms(3000));
+    let mut ids: Vec<u64> = Vec::new();
+    let mut lifetimes = Vec::new();
+    for _ in 0..4 {
+        let opened = Instant::now();
+        let connection = source
+            .connect_once(|| false, |event| ids.push(event.id.parse().unwrap()))
+            .await;
+        lifetimes.push(opened.elapsed());
+        assert_eq!(connection.status, 200);
+        assert_eq!(
+            connection.end,
+            testkit::client::End::Ended,
+            "{connection:?}"
+        );
+        assert!(!connection.cut_event, "ended mid-event");
+        assert!(connection.retry.is_some(), "no retry: line");
+    }
+    println!("stream lifetimes with max_lifetime 1s: {lifetimes:?}");
+    for lifetime in &lifetimes {
+        // 0.9 s at the earliest; at the latest 1.1 s, then the next boundary (one interval).
+        assert!(
+            *lifetime >= ms(900) && *lifetime < ms(1300),
+            "lifetimes {lifetimes:?}"
+        );
+    }
+    let expected: Vec<u64> = (1..=ids.len() as u64).collect();
+    assert_eq!(
+        ids, expected,
+        "every event once, in order, across the reconnections"
+    );
+    gw.expect_metric(
+        "ssegate_stream_closed_total{reason=\"max_lifetime\",route=\"events\"}",
+        4.0,
+    )
+    .await;
+    gw.expect_metric("ssegate_stream_resumes_total{route=\"events\"}", 3.0)
+        .await;
+    let ended = || {
+        gw.access_log()
+            .iter()
+            .filter(|l| l.contains("close=max_lifetime"))
+            .count()
+    };
+    let logged = common::eventually(ms(3000), || ended() == 4).await;
+    assert!(logged, "{:?}", gw.access_log());
 }

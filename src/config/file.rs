@@ -100,7 +100,7 @@ pub struct MatchFile {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "`sse` must be true, false, or a map with heartbeat, idle_timeout, write_timeout, max_streams, max_streams_per_client, client_key"
+    expecting = "`sse` must be true, false, or a map with heartbeat, idle_timeout, write_timeout, max_streams, max_streams_per_client, client_key, max_lifetime"
 )]
 pub enum SseFile {
     Enabled(bool),
@@ -123,4 +123,6 @@ pub struct SseOptionsFile {
     /// `ip`, or `header:NAME`.
     #[serde(default)]
     pub client_key: Option<String>,
+    #[serde(default)]
+    pub max_lifetime: Option<String>,
 }

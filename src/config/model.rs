@@ -109,6 +109,10 @@ pub struct SsePolicy {
     pub max_streams_per_client: Option<u64>,
     /// What identifies a client for `max_streams_per_client`.
     pub client_key: ClientKey,
+    /// How long a stream may stay open, give or take 10 % per stream; then it is ended at an
+    /// event boundary with a `retry:` line, as a drain does, so its client reconnects (through
+    /// whatever balances instances, maybe to another one) and resumes.
+    pub max_lifetime: Option<Duration>,
 }
 
 /// What identifies a client for a per-client stream cap.
@@ -133,6 +137,7 @@ impl Default for SsePolicy {
             max_streams: None,
             max_streams_per_client: None,
             client_key: ClientKey::Ip,
+            max_lifetime: None,
         }
     }
 }

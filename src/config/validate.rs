@@ -615,6 +615,8 @@ impl Validator {
             max_streams: options.max_streams,
             max_streams_per_client: options.max_streams_per_client,
             client_key,
+            max_lifetime: self
+                .optional_duration(&at("max_lifetime"), options.max_lifetime.as_deref()),
         };
         self.sse_contradictions(base, options.write_timeout.is_some(), &policy);
         Some(policy)

@@ -54,15 +54,18 @@ pub(crate) enum CloseReason {
     IdleTimeout,
     UpstreamError,
     Drain,
+    /// `sse.max_lifetime` ended it, with a `retry:` line.
+    MaxLifetime,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 5] = [
+    const ALL: [CloseReason; 6] = [
         CloseReason::UpstreamEnd,
         CloseReason::ClientGone,
         CloseReason::IdleTimeout,
         CloseReason::UpstreamError,
         CloseReason::Drain,
+        CloseReason::MaxLifetime,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -72,6 +75,7 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::UpstreamError => "upstream_error",
             CloseReason::Drain => "drain",
+            CloseReason::MaxLifetime => "max_lifetime",
         }
     }
 }
@@ -287,7 +291,7 @@ pub(crate) struct RouteMetrics {
     pub(crate) stream_duration: Histogram,
     pub(crate) request_duration: Histogram,
     pub(crate) heartbeats: IntCounter,
-    closed: [IntCounter; 5],
+    closed: [IntCounter; 6],
     /// `requests_total{status="200"}`, resolved on first use: the one status nearly every
     /// request has, so it skips the label lookup.
     ok: std::sync::OnceLock<IntCounter>,

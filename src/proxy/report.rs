@@ -81,12 +81,12 @@ impl Report<'_> {
     }
 }
 
-/// Why a stream ended, from how its relay or proxy loop ended: the drain if it ended the
-/// stream, else the error if there was one, else the reason recorded while it ran, else the
+/// Why a stream ended, from how its relay or proxy loop ended: the drain or `max_lifetime` if it
+/// ended the stream, else the error if there was one, else the reason recorded while it ran, else the
 /// upstream ended it.
 pub(crate) fn close_reason(error: Option<&Error>, recorded: Option<CloseReason>) -> CloseReason {
     match (error, recorded) {
-        (_, Some(CloseReason::Drain)) => CloseReason::Drain,
+        (_, Some(reason @ (CloseReason::Drain | CloseReason::MaxLifetime))) => reason,
         (Some(e), _) => failure::close_reason(Some(e)),
         (None, Some(reason)) => reason,
         (None, None) => CloseReason::UpstreamEnd,

@@ -1,5 +1,6 @@
 //! The loop that carries one stream: upstream reads to client writes, plus the timers of a
-//! marked route (heartbeat, idle timeout, drain deadline) and the watch for a client that left.
+//! marked route (heartbeat, idle timeout, `max_lifetime`, drain deadline) and the watch for a
+//! client that left.
 //!
 //! The loop is built to cost little per event and nothing while a stream is quiet:
 //! - the upstream read is polled in place ([`UpstreamBody::poll_next`] is cancel-safe), so there
@@ -69,8 +70,8 @@ pub(crate) async fn pump<C: ClientSide>(
                     client.send(buf).await?;
                     let now = stream.delivered(read_at, len, events);
                     clock.wrote(now, true);
-                    if clock.draining_now() && stream.at_boundary() {
-                        return Box::pin(end_with_retry(client)).await;
+                    if let Some(reason) = clock.ending_now().filter(|_| stream.at_boundary()) {
+                        return Box::pin(end_with_retry(client, reason)).await;
                     }
                 }
                 None => {
@@ -82,8 +83,8 @@ pub(crate) async fn pump<C: ClientSide>(
                 if timer_at.is_some() => {
                 timer_at = None;
                 let now = Instant::now();
-                if clock.draining_now() && stream.at_boundary() {
-                    return Box::pin(end_with_retry(client)).await;
+                if let Some(reason) = clock.ending_now().filter(|_| stream.at_boundary()) {
+                    return Box::pin(end_with_retry(client, reason)).await;
                 }
                 if clock.idle_at().is_some_and(|at| at <= now) {
                     // The upstream went quiet: end the response cleanly. An event it left half
@@ -114,13 +115,20 @@ pub(crate) async fn pump<C: ClientSide>(
     }
 }
 
-/// Ends a stream during a drain: a `retry:` line, then the end of the response.
-async fn end_with_retry<C: ClientSide>(client: &mut C) -> Result<CloseReason> {
+/// Ends a stream at a drain or at its `max_lifetime`: a `retry:` line, then the end of the
+/// response.
+async fn end_with_retry<C: ClientSide>(client: &mut C, reason: CloseReason) -> Result<CloseReason> {
     client
         .send(client.frame(drain::retry_block().as_bytes()))
         .await?;
     client.finish().await?;
-    Ok(CloseReason::Drain)
+    Ok(reason)
+}
+
+/// A stream's lifetime under `max_lifetime`: anywhere within 10 % either side, so that streams
+/// opened together (after a deploy, say) do not all end and reconnect together.
+fn jittered(max_lifetime: Duration) -> Duration {
+    max_lifetime.mul_f64(0.9 + 0.2 * fastrand::f64())
 }
 
 /// The deadlines of one stream.
@@ -131,6 +139,8 @@ struct Deadlines {
     last_upstream: Instant,
     /// When the drain ends open streams, once the process drains.
     drain: Option<Instant>,
+    /// When `max_lifetime` ends this stream.
+    lifetime_end: Option<Instant>,
 }
 
 impl Deadlines {
@@ -142,6 +152,7 @@ impl Deadlines {
             last_write: now,
             last_upstream: now,
             drain: None,
+            lifetime_end: policy.max_lifetime.map(|l| now + jittered(l)),
         }
     }
 
@@ -161,14 +172,24 @@ impl Deadlines {
         self.idle_timeout.map(|t| self.last_upstream + t)
     }
 
-    fn draining_now(&self) -> bool {
-        self.drain.is_some_and(|d| Instant::now() >= d)
+    /// Why the stream is to end at its next event boundary, if a deadline to end it has passed:
+    /// the drain's, or its `max_lifetime`.
+    fn ending_now(&self) -> Option<CloseReason> {
+        let now = Instant::now();
+        if self.drain.is_some_and(|d| now >= d) {
+            Some(CloseReason::Drain)
+        } else if self.lifetime_end.is_some_and(|d| now >= d) {
+            Some(CloseReason::MaxLifetime)
+        } else {
+            None
+        }
     }
 
-    /// The earliest deadline that can act now: heartbeats and the drain wait for an event
-    /// boundary (a write ends the stream at the first boundary past the drain deadline).
+    /// The earliest deadline that can act now: heartbeats, the drain and `max_lifetime` wait for
+    /// an event boundary (a write ends the stream at the first boundary past an ending deadline).
     fn next(&self, at_boundary: bool) -> Option<Instant> {
-        let boundary_bound = [self.heartbeat_at(), self.drain].into_iter().flatten();
+        let ending = [self.heartbeat_at(), self.drain, self.lifetime_end];
+        let boundary_bound = ending.into_iter().flatten();
         let candidates = boundary_bound.filter(|_| at_boundary).chain(self.idle_at());
         candidates.min()
     }
@@ -390,5 +411,71 @@ mod tests {
             .unwrap_or_else(|| panic!("unexpected body {sent:?}"));
         assert!(tail.ends_with("\n\n"), "retry block {tail:?}");
         assert!(*r.client.finished.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn max_lifetime_ends_a_stream_at_the_first_boundary_after_it_with_a_retry_line() {
+        let policy = SsePolicy {
+            max_lifetime: millis(100),
+            ..SsePolicy::default()
+        };
+        let started = Instant::now();
+        let mut r = relay(policy, idle_drain());
+        r.upstream.write_all(b"data: a\n\ndata: b").await.unwrap();
+        until_sent(&r.client, "data: b").await;
+        // Held mid-event past the lifetime (at most 110 ms), which is what the test is about: the
+        // stream waits for the boundary.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(r.client.text(), "data: a\n\ndata: b");
+        r.upstream.write_all(b"\n\n").await.unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(5), r.done)
+            .await
+            .expect("max_lifetime ended the stream")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reason, CloseReason::MaxLifetime);
+        assert!(started.elapsed() >= Duration::from_millis(90));
+        let sent = r.client.text();
+        assert!(
+            sent.strip_prefix("data: a\n\ndata: b\n\nretry: ")
+                .is_some_and(|tail| tail.ends_with("\n\n")),
+            "unexpected body {sent:?}"
+        );
+        assert!(*r.client.finished.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn max_lifetime_ends_a_quiet_stream_too() {
+        let policy = SsePolicy {
+            max_lifetime: millis(50),
+            ..SsePolicy::default()
+        };
+        let r = relay(policy, idle_drain());
+        let reason = tokio::time::timeout(Duration::from_secs(5), r.done)
+            .await
+            .expect("max_lifetime ended the quiet stream")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reason, CloseReason::MaxLifetime);
+        assert!(r.client.text().starts_with("retry: "));
+    }
+
+    #[test]
+    fn lifetimes_spread_within_ten_percent_either_side() {
+        let base = Duration::from_secs(1800);
+        let lifetimes: Vec<Duration> = (0..10_000).map(|_| jittered(base)).collect();
+        let (min, max) = (
+            *lifetimes.iter().min().unwrap(),
+            *lifetimes.iter().max().unwrap(),
+        );
+        assert!(
+            min >= base.mul_f64(0.9) && max <= base.mul_f64(1.1),
+            "{min:?}..{max:?}"
+        );
+        // Spread over the whole window, not bunched: both outer fifths are used.
+        assert!(
+            min < base.mul_f64(0.92) && max > base.mul_f64(1.08),
+            "{min:?}..{max:?}"
+        );
     }
 }
