@@ -188,10 +188,10 @@ async fn metrics_are_never_served_on_a_proxy_listener() {
     );
 }
 
-/// The metrics listener answers `GET /metrics` only. Pingora's own Prometheus service
-/// (`pingora-prometheus` 0.9.1) answers every path with the exposition, so any probe of the
-/// port, or a mistyped scrape path, got the whole of it; ssegate's endpoint gives other paths a
-/// 404 without it.
+/// The metrics listener answers `GET /metrics` and `GET /healthz` only. Pingora's own Prometheus
+/// service (`pingora-prometheus` 0.9.1) answers every path with the exposition, so any probe of
+/// the port, or a mistyped scrape path, got the whole of it; ssegate's endpoint gives other paths
+/// a 404 without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_listener_serves_the_exposition_at_metrics_only() {
     let gw = Gateway::start(&format!(
@@ -205,7 +205,17 @@ async fn metrics_listener_serves_the_exposition_at_metrics_only() {
         assert_eq!(resp.status, 200, "{path}");
         assert!(resp.text().await.unwrap().contains(EXPOSITION), "{path}");
     }
-    for path in ["/", "/anything", "/metrics/x", "/metricsx", "/x/../metrics"] {
+    let health = client::get(gw.metrics_addr, "/healthz").await.unwrap();
+    assert_eq!(health.status, 200);
+    assert_eq!(health.text().await.unwrap(), "ok\n");
+    for path in [
+        "/",
+        "/anything",
+        "/metrics/x",
+        "/metricsx",
+        "/x/../metrics",
+        "/healthz/x",
+    ] {
         let resp = client::get(gw.metrics_addr, path).await.unwrap();
         assert_eq!(resp.status, 404, "{path}");
         assert!(!resp.text().await.unwrap().contains("# HELP"), "{path}");

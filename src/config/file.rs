@@ -19,6 +19,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub metrics: Option<MetricsFile>,
     #[serde(default)]
+    pub shutdown: Option<ShutdownFile>,
+    #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
@@ -43,6 +45,13 @@ pub struct ListenerTlsFile {
 #[serde(deny_unknown_fields)]
 pub struct MetricsFile {
     pub address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownFile {
+    #[serde(default)]
+    pub unready_delay: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

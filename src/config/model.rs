@@ -19,6 +19,9 @@ pub struct Config {
     pub server: ServerConf,
     pub listeners: Vec<Listener>,
     pub metrics_address: SocketAddr,
+    /// After `SIGTERM`: how long `/healthz` answers 503 while the listeners still accept, before
+    /// they close and the drain begins, so that balancers stop sending new clients first.
+    pub unready_delay: Duration,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     /// Settings that are valid but contradict each other; printed by `-t` and logged at

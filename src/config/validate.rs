@@ -60,6 +60,13 @@ pub fn validate(path: &Path, bytes: &[u8]) -> Result<Config, Vec<Problem>> {
         Some(m) => v.socket_addr("metrics.address", &m.address),
         None => DEFAULT_METRICS_ADDRESS.parse().ok(),
     };
+    let unready_delay = v.duration(
+        "shutdown.unready_delay",
+        file.shutdown
+            .as_ref()
+            .and_then(|s| s.unready_delay.as_deref()),
+        Duration::ZERO,
+    );
     let upstreams = v.upstreams(&file.upstreams);
     let routes = v.routes(&file.routes, &upstreams);
     match (v.problems.is_empty(), server, metrics_address) {
@@ -69,6 +76,7 @@ pub fn validate(path: &Path, bytes: &[u8]) -> Result<Config, Vec<Problem>> {
             server,
             listeners,
             metrics_address,
+            unready_delay,
             upstreams,
             routes,
             warnings: in_file_order(v.warnings),

@@ -1,7 +1,10 @@
-//! The Prometheus endpoint on `metrics.address`: `GET /metrics` and nothing else.
+//! The listener on `metrics.address`: `GET /metrics` for Prometheus, `GET /healthz` for
+//! balancers and probes, and nothing else.
 //!
 //! Pingora's own Prometheus app answers every path with the exposition; this one answers only
-//! the path scrapers use, so the listener gives away nothing to a client that probes it.
+//! the paths it serves, so the listener gives away nothing to a client that probes it.
+//! `/healthz` answers `200 ok` while the process takes new connections and `503 draining` once
+//! it is stopping ([`super::readiness`]).
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -11,8 +14,13 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::services::listening::Service;
 use prometheus::{Encoder, TextEncoder};
 
+use super::readiness;
+
 /// The path Prometheus scrapes.
 pub(crate) const METRICS_PATH: &str = "/metrics";
+
+/// The path balancers and probes ask.
+pub(crate) const HEALTH_PATH: &str = "/healthz";
 
 /// Serves the exposition of every metric in the default registry at [`METRICS_PATH`].
 pub(crate) struct MetricsApp;
@@ -21,14 +29,21 @@ pub(crate) struct MetricsApp;
 impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        if req.uri.path() != METRICS_PATH {
+        let path = req.uri.path();
+        if path != METRICS_PATH && path != HEALTH_PATH {
             return plain(
                 StatusCode::NOT_FOUND,
-                "not found; metrics are at /metrics\n",
+                "not found; metrics are at /metrics, health at /healthz\n",
             );
         }
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        }
+        if path == HEALTH_PATH {
+            return match readiness::is_draining() {
+                false => plain(StatusCode::OK, "ok\n"),
+                true => plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+            };
         }
         let encoder = TextEncoder::new();
         let mut body = Vec::new();
