@@ -14,6 +14,9 @@
 //! signals: SIGTERM, SIGQUIT and SIGINT are acted on at once even while a reload hangs. It is a
 //! plain thread rather than a runtime's blocking pool because dropping a Tokio runtime waits for
 //! its blocking tasks, and a reload stuck on a read would then keep the process from exiting.
+//!
+//! Under systemd each reload is bracketed by `RELOADING=1` and `READY=1` ([`notify`]), so
+//! `systemctl status` shows it as reloading until it has ended.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +26,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{self, Config};
+use crate::lifecycle::notify;
 use crate::observe::metrics;
 use crate::routing::RouteTable;
 
@@ -42,14 +46,22 @@ impl Reloader {
         }
     }
 
-    /// Re-reads the config file and, if it is valid, puts its routes and upstreams in force.
+    /// Re-reads the config file and, if it is valid, puts its routes and upstreams in force,
+    /// telling the service manager before and after ([`notify`]).
     pub(crate) fn reload(&self) {
+        notify::reloading();
+        let applied = self.apply();
+        notify::reloaded(applied);
+    }
+
+    /// The reload itself; `false` if the file was rejected and nothing changed.
+    fn apply(&self) -> bool {
         let config = match config::load(&self.path) {
             Ok(config) => config,
             Err(e) => {
                 log::error!("reload: config rejected, the one in force stays:\n{e}");
                 metrics::config_reloaded(false);
-                return;
+                return false;
             }
         };
         if fixed_settings(&config) != self.fixed {
@@ -66,6 +78,7 @@ impl Reloader {
         metrics::set_info(&config.sha256);
         metrics::config_reloaded(true);
         log::info!("reload: {}", config.summary());
+        true
     }
 }
 

@@ -6,6 +6,9 @@
 //! SIGHUP into an in-place reload. The reload runs elsewhere ([`ReloadQueue`]): the loop that
 //! waits for signals only queues it, so a reload that hangs on the file or on name resolution
 //! never delays a shutdown or an upgrade.
+//!
+//! Each shutdown signal is reported to the service manager ([`notify`]) as it arrives: SIGTERM
+//! and SIGINT as `STOPPING=1`, SIGQUIT (an upgrade, the service goes on) as a status line.
 
 use std::sync::Arc;
 
@@ -13,6 +16,7 @@ use async_trait::async_trait;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::lifecycle::notify;
 use crate::lifecycle::reload::{ReloadQueue, Reloader};
 
 /// Sets SIGHUP to be ignored until [`SignalWatch`] installs its handler.
@@ -48,9 +52,18 @@ impl ShutdownSignalWatch for SignalWatch {
         loop {
             tokio::select! {
                 _ = next(&mut hangup) => reloads.request(),
-                _ = next(&mut quit) => return ShutdownSignal::GracefulUpgrade,
-                _ = next(&mut terminate) => return ShutdownSignal::GracefulTerminate,
-                _ = next(&mut interrupt) => return ShutdownSignal::FastShutdown,
+                _ = next(&mut quit) => {
+                    notify::handing_over();
+                    return ShutdownSignal::GracefulUpgrade;
+                }
+                _ = next(&mut terminate) => {
+                    notify::stopping();
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = next(&mut interrupt) => {
+                    notify::stopping();
+                    return ShutdownSignal::FastShutdown;
+                }
             }
         }
     }
