@@ -1,7 +1,7 @@
 //! Start-up: reads the command line and the config, then assembles the Pingora server: the proxy
 //! service on the configured listeners, the Prometheus service, and background services for
-//! health checks, the drain of streams at shutdown, the access log and the descriptor table;
-//! SIGHUP reloads the routes in place.
+//! health checks, the drain of streams at shutdown, the access log, the descriptor table and the
+//! service manager's notifications; SIGHUP reloads the routes in place.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use crate::cli::Cli;
 use crate::config::Config;
 use crate::lifecycle::descriptors::ReserveTable;
 use crate::lifecycle::drain::DrainService;
+use crate::lifecycle::notify::NotifyService;
 use crate::lifecycle::reload::Reloader;
 use crate::lifecycle::signals::{self, SignalWatch};
 use crate::observe::{access_log, endpoint, metrics};
@@ -69,10 +70,11 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let unready_delay = config.unready_delay;
     match build_server(&cli, config) {
         Ok((server, reloader)) => {
             server.run(RunArgs {
-                shutdown_signal: Box::new(SignalWatch::new(reloader)),
+                shutdown_signal: Box::new(SignalWatch::new(reloader, unready_delay)),
             });
             access_log::flush();
             ExitCode::SUCCESS
@@ -171,6 +173,16 @@ fn build_server(cli: &Cli, mut config: Config) -> Result<(Server, Reloader), Str
     server.add_service(background_service("drain", drain_service));
     server.add_service(background_service("access log", access_log::Flusher));
     server.add_service(background_service("descriptor table", ReserveTable));
+    let addresses = config
+        .listeners
+        .iter()
+        .map(|l| l.address)
+        .chain([config.metrics_address])
+        .collect();
+    server.add_service(background_service(
+        "sd_notify",
+        NotifyService::new(addresses),
+    ));
     let pools = routes.clone();
     let health_checks = HealthCheckService::new(Box::new(move || pools.load().pools().to_vec()));
     server.add_service(background_service("health checks", health_checks));

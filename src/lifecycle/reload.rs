@@ -5,15 +5,18 @@
 //! Upstreams whose settings did not change keep their pools (and their peers' health). A config
 //! that fails validation is logged with the same messages as `ssegate -t` and changes nothing.
 //!
-//! Listeners, the metrics address and the `pingora:` section belong to the running server and
-//! its sockets: changing them needs a graceful upgrade (`ssegate -u`), and a reload that changes
-//! them says so in the log and applies the rest.
+//! Listeners, the metrics address, `shutdown:` and the `pingora:` section belong to the running
+//! server and its sockets: changing them needs a graceful upgrade (`ssegate -u`), and a reload
+//! that changes them says so in the log and applies the rest.
 //!
 //! Reading the file and resolving peer host names can block (a slow disk, a slow resolver), so
 //! reloads run on a thread of their own ([`ReloadQueue`]), never on the task that waits for
 //! signals: SIGTERM, SIGQUIT and SIGINT are acted on at once even while a reload hangs. It is a
 //! plain thread rather than a runtime's blocking pool because dropping a Tokio runtime waits for
 //! its blocking tasks, and a reload stuck on a read would then keep the process from exiting.
+//!
+//! Under systemd each reload is bracketed by `RELOADING=1` and `READY=1` ([`notify`]), so
+//! `systemctl status` shows it as reloading until it has ended.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +26,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{self, Config};
+use crate::lifecycle::notify;
 use crate::observe::metrics;
 use crate::routing::RouteTable;
 
@@ -45,14 +49,22 @@ impl Reloader {
         }
     }
 
-    /// Re-reads the config file and, if it is valid, puts its routes and upstreams in force.
+    /// Re-reads the config file and, if it is valid, puts its routes and upstreams in force,
+    /// telling the service manager before and after ([`notify`]).
     pub(crate) fn reload(&self) {
+        notify::reloading();
+        let applied = self.apply();
+        notify::reloaded(applied);
+    }
+
+    /// The reload itself; `false` if the file was rejected and nothing changed.
+    fn apply(&self) -> bool {
         let config = match config::load_checked(&self.path, self.strict) {
             Ok(config) => config,
             Err(e) => {
                 log::error!("reload: config rejected, the one in force stays:\n{e}");
                 metrics::config_reloaded(false);
-                return;
+                return false;
             }
         };
         if fixed_settings(&config) != self.fixed {
@@ -69,6 +81,7 @@ impl Reloader {
         metrics::set_info(&config.sha256);
         metrics::config_reloaded(true);
         log::info!("reload: {}", config.summary());
+        true
     }
 }
 
@@ -149,9 +162,10 @@ impl ReloadQueue {
 /// The settings bound to the running server, in a comparable form.
 fn fixed_settings(config: &Config) -> String {
     format!(
-        "{:?} {} {}",
+        "{:?} {} {:?} {}",
         config.listeners,
         config.metrics_address,
+        config.unready_delay,
         config.server.to_yaml()
     )
 }

@@ -6,14 +6,20 @@
 //! SIGHUP into an in-place reload. The reload runs elsewhere ([`ReloadQueue`]): the loop that
 //! waits for signals only queues it, so a reload that hangs on the file or on name resolution
 //! never delays a shutdown or an upgrade.
+//!
+//! Each shutdown signal is reported to the service manager ([`notify`]) as it arrives: SIGTERM
+//! and SIGINT as `STOPPING=1`, SIGQUIT (an upgrade, the service goes on) as a status line.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::lifecycle::notify;
 use crate::lifecycle::reload::{ReloadQueue, Reloader};
+use crate::observe::readiness;
 
 /// Sets SIGHUP to be ignored until [`SignalWatch`] installs its handler.
 pub(crate) fn ignore_hangup_until_ready() {
@@ -27,12 +33,16 @@ pub(crate) fn ignore_hangup_until_ready() {
 /// What `Server::run` waits on: shutdown signals for Pingora, reloads handled in between.
 pub(crate) struct SignalWatch {
     reloader: Arc<Reloader>,
+    /// `shutdown.unready_delay`: how long the listeners keep accepting after SIGTERM while
+    /// `/healthz` already answers 503.
+    unready_delay: Duration,
 }
 
 impl SignalWatch {
-    pub(crate) fn new(reloader: Reloader) -> Self {
+    pub(crate) fn new(reloader: Reloader, unready_delay: Duration) -> Self {
         SignalWatch {
             reloader: Arc::new(reloader),
+            unready_delay,
         }
     }
 }
@@ -48,9 +58,25 @@ impl ShutdownSignalWatch for SignalWatch {
         loop {
             tokio::select! {
                 _ = next(&mut hangup) => reloads.request(),
-                _ = next(&mut quit) => return ShutdownSignal::GracefulUpgrade,
-                _ = next(&mut terminate) => return ShutdownSignal::GracefulTerminate,
-                _ = next(&mut interrupt) => return ShutdownSignal::FastShutdown,
+                _ = next(&mut quit) => {
+                    notify::handing_over();
+                    return ShutdownSignal::GracefulUpgrade;
+                }
+                _ = next(&mut terminate) => {
+                    notify::stopping();
+                    readiness::draining_begins();
+                    // Balancers see /healthz fail while the listeners still accept; SIGINT
+                    // cuts the wait short.
+                    tokio::select! {
+                        () = tokio::time::sleep(self.unready_delay) => {}
+                        _ = next(&mut interrupt) => return ShutdownSignal::FastShutdown,
+                    }
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = next(&mut interrupt) => {
+                    notify::stopping();
+                    return ShutdownSignal::FastShutdown;
+                }
             }
         }
     }

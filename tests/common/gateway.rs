@@ -35,6 +35,16 @@ impl Gateway {
 
     /// Like [`Gateway::start_with`], with extra keys for the listener (indented by four).
     pub async fn start_full(pingora_extra: &str, listener_extra: &str, body: &str) -> Gateway {
+        Gateway::start_env(pingora_extra, listener_extra, &[], body).await
+    }
+
+    /// Like [`Gateway::start_full`], with extra environment variables for the process.
+    pub async fn start_env(
+        pingora_extra: &str,
+        listener_extra: &str,
+        env: &[(&str, &str)],
+        body: &str,
+    ) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -51,6 +61,7 @@ impl Gateway {
             .arg("-c")
             .arg(&config_path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -90,6 +101,11 @@ impl Gateway {
     /// Starts a second process with `-u` on the same sockets and the config `body`: it takes the
     /// listening sockets over once this one is sent SIGQUIT.
     pub fn start_upgrade(&self, body: &str) -> Gateway {
+        self.start_upgrade_env(&[], body)
+    }
+
+    /// Like [`Gateway::start_upgrade`], with extra environment variables for the new process.
+    pub fn start_upgrade_env(&self, env: &[(&str, &str)], body: &str) -> Gateway {
         self.rewrite_config(body);
         let log_path = self.dir.path().join("ssegate-upgraded.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -98,6 +114,7 @@ impl Gateway {
             .arg("-c")
             .arg(&self.config_path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod notify;
 pub mod raw;
 pub mod tls;
 pub mod upstream;
