@@ -8,15 +8,11 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::client::{self, Response};
 use common::gateway::Gateway;
+use common::held_reload::{feed, make_fifo, reload_reading};
 use common::upstream::{Behavior, Upstream};
 
 const STREAMS: usize = 20;
@@ -143,36 +139,6 @@ async fn config_sha(gw: &Gateway) -> String {
 }
 
 const QUICK_SHUTDOWN: &str = "  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n";
-
-/// Replaces the config file with an empty FIFO, so the next reload blocks reading it.
-fn make_fifo(path: &Path) {
-    std::fs::remove_file(path).expect("remove config");
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
-    // SAFETY: mkfifo reads the NUL-terminated path and nothing else.
-    let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
-    assert_eq!(made, 0, "mkfifo: {}", std::io::Error::last_os_error());
-}
-
-/// Waits until a reload has the FIFO open for reading; the returned write end keeps it waiting
-/// for content until the test writes the config and drops it.
-async fn reload_reading(gw: &Gateway) -> File {
-    let path = gw.config_path().to_path_buf();
-    common::poll(Duration::from_secs(10), || {
-        let opened = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&path)
-            .ok();
-        std::future::ready(opened)
-    })
-    .await
-    .unwrap_or_else(|| panic!("no reload reads the config:\n{}", gw.log()))
-}
-
-/// Hands a waiting reload its config and lets it read to the end.
-fn feed(mut fifo: File, config: &str) {
-    fifo.write_all(config.as_bytes()).expect("write the config");
-}
 
 /// The harness's part of the config file, which `body` follows.
 fn header(gw: &Gateway, body: &str) -> String {

@@ -8,15 +8,12 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::time::Duration;
 
 use common::client;
 use common::gateway::Gateway;
+use common::held_reload::{make_fifo, reload_reading};
 use common::notify::{Message, NotifySocket};
 use common::upstream::{Behavior, Upstream};
 
@@ -68,31 +65,6 @@ async fn ready_is_sent_once_every_listener_accepts() {
     // No watchdog without WATCHDOG_USEC, and nothing else while serving.
     assert_eq!(notify.from(gw.pid()).len(), 1, "{:#?}", notify.messages());
     assert!(gw.log().contains("told the service manager: ready"));
-}
-
-/// Replaces the config file with an empty FIFO, so the next reload blocks reading it.
-fn make_fifo(path: &Path) {
-    std::fs::remove_file(path).expect("remove config");
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
-    // SAFETY: mkfifo reads the NUL-terminated path and nothing else.
-    let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
-    assert_eq!(made, 0, "mkfifo: {}", std::io::Error::last_os_error());
-}
-
-/// Waits until a reload has the FIFO open for reading (opening it for writing without blocking
-/// succeeds only then); the write end keeps the reload waiting until it is written and dropped.
-async fn reload_reading(gw: &Gateway) -> File {
-    let path = gw.config_path().to_path_buf();
-    common::poll(WAIT, || {
-        let opened = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&path)
-            .ok();
-        std::future::ready(opened)
-    })
-    .await
-    .unwrap_or_else(|| panic!("no reload reads the config:\n{}", gw.log()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

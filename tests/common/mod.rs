@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod held_reload;
 pub mod notify;
 pub mod raw;
 pub mod tls;
