@@ -1,11 +1,13 @@
 //! The demo's SSE upstream: a clock and a fake LLM token stream, for `scripts/demo.sh`.
 //!
 //! - `GET /clock`: one event a second (or every `?interval_ms=N`), forever, with `id:` lines;
-//!   resumes after `Last-Event-ID`.
+//!   resumes after `Last-Event-ID`. Each event names the address that served it, so a client
+//!   behind several upstreams (or several proxies) sees where its stream is.
 //! - `GET|POST /v1/chat`: a sentence streamed one token per 150 ms, then `data: [DONE]`.
 //! - `GET /healthz`: `ok`, for ssegate's health check.
 //!
-//! Usage: `cargo run --example demo_upstream -- [ADDRESS]` (default `127.0.0.1:9000`).
+//! Usage: `cargo run --example demo_upstream -- [ADDRESS...]` (default `127.0.0.1:9000`); with
+//! several addresses it serves the same on each, as that many upstreams in one process.
 //!
 //! The wire side (requests, event streams) is the workspace test kit's SSE upstream.
 
@@ -38,21 +40,37 @@ const TOKENS: &[&str] = &[
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9000".into());
-    let listener = TcpListener::bind(&address).await?;
-    eprintln!("demo upstream listening on http://{address} (/clock, /v1/chat, /healthz)");
+    let mut addresses: Vec<String> = std::env::args().skip(1).collect();
+    if addresses.is_empty() {
+        addresses.push("127.0.0.1:9000".into());
+    }
+    let mut listeners = tokio::task::JoinSet::new();
+    for address in addresses {
+        // Bind all before serving any, so that a taken port stops the whole process at once.
+        let listener = TcpListener::bind(&address).await?;
+        eprintln!("demo upstream listening on http://{address} (/clock, /v1/chat, /healthz)");
+        listeners.spawn(accept_loop(listener, address));
+    }
+    match listeners.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(panicked)) => Err(std::io::Error::other(panicked)),
+        None => Ok(()),
+    }
+}
+
+async fn accept_loop(listener: TcpListener, address: String) -> std::io::Result<()> {
+    let address: std::sync::Arc<str> = address.into();
     loop {
         let (socket, _) = listener.accept().await?;
+        let address = address.clone();
         tokio::spawn(async move {
             // A client that goes away mid-stream just ends its task.
-            let _ = serve(socket).await;
+            let _ = serve(socket, &address).await;
         });
     }
 }
 
-async fn serve(mut socket: TcpStream) -> std::io::Result<()> {
+async fn serve(mut socket: TcpStream, address: &str) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
     let Some(Request { head, .. }) = read_request(&mut socket, &mut Vec::new()).await? else {
         return Ok(());
@@ -62,16 +80,14 @@ async fn serve(mut socket: TcpStream) -> std::io::Result<()> {
         ("GET", "/clock") => {
             let first_id = param(head.header("last-event-id")).map_or(1, |id| id + 1);
             let interval_ms = param(head.query("interval_ms")).unwrap_or(1000).max(1);
-            clock(&mut socket, first_id, Duration::from_millis(interval_ms)).await
+            let interval = Duration::from_millis(interval_ms);
+            clock(&mut socket, address, first_id, interval).await
         }
         ("GET" | "POST", "/v1/chat") => chat(&mut socket).await,
         (_, "/healthz") => plain(&mut socket, "ok\n").await,
         _ => {
-            plain(
-                &mut socket,
-                "ssegate demo upstream: try /clock or /v1/chat\n",
-            )
-            .await
+            let body = format!("ssegate demo upstream {address}: try /clock or /v1/chat\n");
+            plain(&mut socket, &body).await
         }
     }
 }
@@ -80,7 +96,12 @@ async fn plain(socket: &mut TcpStream, body: &str) -> std::io::Result<()> {
     socket.write_all(&text_response(200, body, true)).await
 }
 
-async fn clock(socket: &mut TcpStream, first_id: u64, interval: Duration) -> std::io::Result<()> {
+async fn clock(
+    socket: &mut TcpStream,
+    address: &str,
+    first_id: u64,
+    interval: Duration,
+) -> std::io::Result<()> {
     socket.write_all(STREAM_HEAD_NO_CACHE).await?;
     for id in first_id.. {
         let now = SystemTime::now()
@@ -89,7 +110,7 @@ async fn clock(socket: &mut TcpStream, first_id: u64, interval: Duration) -> std
             .as_secs();
         send_chunk(
             socket,
-            format!("id: {id}\ndata: {{\"unix_time\": {now}}}\n\n"),
+            format!("id: {id}\ndata: {{\"unix_time\": {now}, \"upstream\": \"{address}\"}}\n\n"),
         )
         .await?;
         tokio::time::sleep(interval).await;
