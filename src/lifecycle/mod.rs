@@ -2,7 +2,8 @@
 //! drain of open streams when a graceful upgrade or shutdown begins, and what the service
 //! manager is told about all of it.
 //!
-//! - [`descriptors`]: reserves the descriptor table at start, so bursts of streams do not stall;
+//! - [`descriptors`]: raises the open-file limit and reserves the descriptor table at start, so
+//!   bursts of streams neither hit a limit of 1 024 nor stall;
 //! - [`reload`]: SIGHUP, a new route table built from the config file and swapped in whole;
 //! - [`signals`]: Pingora's shutdown signals, with SIGHUP routed to [`reload`];
 //! - [`drain`]: the deadline by which open streams end with a `retry:` hint;
