@@ -179,21 +179,14 @@ async fn timeline(load: Arc<Load>) {
 
 async fn plain_loop(load: Arc<Load>) {
     while !load.stopped() {
-        let answer = tokio::time::timeout(Duration::from_secs(5), plain_request(load.addr)).await;
+        let answer =
+            tokio::time::timeout(Duration::from_secs(5), client::get_once(load.addr)).await;
         match answer {
             Ok(Ok(200)) => load.step().plain_ok += 1,
             _ => load.step().plain_failed += 1,
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-async fn plain_request(addr: SocketAddr) -> std::io::Result<u16> {
-    let headers = [("Host", "bench"), ("Connection", "close")];
-    let response = client::request(addr, "GET", "/", &headers, None).await?;
-    let status = response.status;
-    response.text().await?;
-    Ok(status)
 }
 
 /// One client: connects, reads, reconnects as `EventSource` does, until the load stops.

@@ -37,7 +37,7 @@ async fn main() {
         let (ok, failed) = (ok.clone(), failed.clone());
         tokio::spawn(async move {
             while Instant::now() < deadline {
-                match plain_request(addr).await {
+                match client::get_once(addr).await {
                     Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
                     _ => failed.fetch_add(1, Ordering::Relaxed),
                 };
@@ -80,14 +80,6 @@ async fn main() {
         pct(0.99),
         pct(1.0)
     );
-}
-
-async fn plain_request(addr: SocketAddr) -> std::io::Result<u16> {
-    let headers = [("Host", "bench"), ("Connection", "close")];
-    let response = client::request(addr, "GET", "/", &headers, None).await?;
-    let status = response.status;
-    response.text().await?;
-    Ok(status)
 }
 
 async fn event_source(addr: SocketAddr, deadline: Instant) -> ClientReport {

@@ -60,6 +60,16 @@ pub async fn get(addr: SocketAddr, path: &str) -> io::Result<Response> {
     request(addr, "GET", path, &[], None).await
 }
 
+/// One plain request of a load: `GET /` on a connection of its own, read to the end of the
+/// body; the status.
+pub async fn get_once(addr: SocketAddr) -> io::Result<u16> {
+    let headers = [("Host", "bench"), ("Connection", "close")];
+    let response = request(addr, "GET", "/", &headers, None).await?;
+    let status = response.status;
+    response.text().await?;
+    Ok(status)
+}
+
 impl Response {
     async fn read_head(mut socket: TcpStream) -> io::Result<Response> {
         let mut buf = Vec::new();
