@@ -70,7 +70,7 @@ pub(crate) async fn pump<C: ClientSide>(
                     client.send(buf).await?;
                     let now = stream.delivered(read_at, len, events);
                     clock.wrote(now, true);
-                    if let Some(reason) = clock.ending_now().filter(|_| stream.at_boundary()) {
+                    if let Some(reason) = clock.ending_at(now).filter(|_| stream.at_boundary()) {
                         return Box::pin(end_with_retry(client, reason)).await;
                     }
                 }
@@ -83,7 +83,7 @@ pub(crate) async fn pump<C: ClientSide>(
                 if timer_at.is_some() => {
                 timer_at = None;
                 let now = Instant::now();
-                if let Some(reason) = clock.ending_now().filter(|_| stream.at_boundary()) {
+                if let Some(reason) = clock.ending_at(now).filter(|_| stream.at_boundary()) {
                     return Box::pin(end_with_retry(client, reason)).await;
                 }
                 if clock.idle_at().is_some_and(|at| at <= now) {
@@ -172,10 +172,10 @@ impl Deadlines {
         self.idle_timeout.map(|t| self.last_upstream + t)
     }
 
-    /// Why the stream is to end at its next event boundary, if a deadline to end it has passed:
-    /// the drain's, or its `max_lifetime`.
-    fn ending_now(&self) -> Option<CloseReason> {
-        let now = Instant::now();
+    /// Why the stream is to end at its next event boundary, if a deadline to end it has passed
+    /// by `now`: the drain's, or its `max_lifetime`. `now` is the time the caller already read
+    /// (a write's delivery, a timer's firing): no clock read of its own on the per-event path.
+    fn ending_at(&self, now: Instant) -> Option<CloseReason> {
         if self.drain.is_some_and(|d| now >= d) {
             Some(CloseReason::Drain)
         } else if self.lifetime_end.is_some_and(|d| now >= d) {
