@@ -2,9 +2,9 @@
 //! descriptor table once, instead of while connections pour in.
 //!
 //! A stream holds two descriptors, and the usual soft `RLIMIT_NOFILE` is 1 024: about 500
-//! streams. Where ssegate cannot set the limit itself from outside (a container, whose runtime
-//! gives a soft limit of 1 024 under a hard limit of 524 288; a shell), it raises the soft limit
-//! to the hard one at start, as nginx's `worker_rlimit_nofile` does by hand. That is safe here:
+//! streams. Wherever nothing outside raised it (a container, whose runtime gives a soft limit of
+//! 1 024 under a hard limit of 524 288; a shell), ssegate raises the soft limit to the hard one
+//! at start, as nginx's `worker_rlimit_nofile` does by hand. That is safe here:
 //! every socket is polled with epoll, never `select`, which is what the low soft limit protects.
 //! The hard limit stays the operator's (`LimitNOFILE=` under systemd).
 //!
